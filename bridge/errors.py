@@ -1,0 +1,118 @@
+"""Every error ddb-bridge raises on purpose, in one tree.
+
+Library errors (botocore, kombu, zstandard, cryptography, orjson, pydantic) are mapped
+to these at the boundary with ``raise ... from exc`` so callers catch one family. The CLI
+prints a handled error as one line and exits with its ``exit_code``::
+
+    BridgeError                      exit 1
+    ├── ConfigError                  exit 2   bad file, flag or env var; names the key
+    ├── KeyFileError                 exit 3   missing, unreadable or insecure key file
+    ├── PluginError                  exit 4   a plugin failed to load / broke a contract
+    │   └── UnknownTransportError             no plugin for a URL scheme ("did you mean")
+    ├── TransportError               exit 5   the broker refused or failed
+    │   ├── RecoverableTransportError         connection lost, throttled: retry in core
+    │   └── MessageTooLargeError              refused before sending
+    ├── SourceError                  exit 6   reading the DynamoDB stream failed
+    │   └── DataLossError            exit 7   records were trimmed before we read them
+    ├── RecordError                           one stream record cannot become a Change
+    ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
+    │   ├── UnsupportedVersionError           envelope version this build does not know
+    │   └── SignatureError                    unknown key id or bad signature
+    └── ApplyError                            a change could not be written to the target
+        ├── TransientApplyError               throttling, timeouts, 5xx: retry later
+        └── PermanentApplyError               validation, too large, schema mismatch
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Base of every error ddb-bridge raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(BridgeError):
+    """Configuration is invalid; the message names the key and the problem."""
+
+    exit_code = 2
+
+
+class KeyFileError(BridgeError):
+    """A signing or trusted key file is missing, unparseable or insecure."""
+
+    exit_code = 3
+
+
+class PluginError(BridgeError):
+    """A plugin failed to load or does not honour the hook contract."""
+
+    exit_code = 4
+
+
+class UnknownTransportError(PluginError):
+    """No installed transport handles a URL scheme."""
+
+
+class TransportError(BridgeError):
+    """The transport (broker / stream / queue) failed."""
+
+    exit_code = 5
+
+
+class RecoverableTransportError(TransportError):
+    """A transport failure that may succeed after reconnecting and retrying."""
+
+
+class MessageTooLargeError(TransportError):
+    """A message exceeds the transport's size limit; detected before sending."""
+
+
+class SourceError(BridgeError):
+    """Reading the source table's stream failed."""
+
+    exit_code = 6
+
+
+class DataLossError(SourceError):
+    """Stream records were trimmed before they were read: a gap was lost."""
+
+    exit_code = 7
+
+
+class RecordError(BridgeError):
+    """A stream record cannot be turned into a change. ``raw`` keeps the record."""
+
+    def __init__(self, message: str, raw: Any = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class DecodeError(BridgeError):
+    """Bytes are not a valid, authentic envelope. ``raw`` keeps the original bytes."""
+
+    def __init__(self, message: str, raw: bytes = b"") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class UnsupportedVersionError(DecodeError):
+    """The envelope's format version is not one this build can read."""
+
+
+class SignatureError(DecodeError):
+    """The envelope is signed by an unknown key or its signature does not verify."""
+
+
+class ApplyError(BridgeError):
+    """A change could not be applied to the target table."""
+
+
+class TransientApplyError(ApplyError):
+    """Throttling, timeouts, 5xx: worth retrying later."""
+
+
+class PermanentApplyError(ApplyError):
+    """Retrying will not help: validation error, item too large, key schema mismatch."""
