@@ -1,0 +1,1 @@
+"""The target side: verify, decode, dedupe, and apply changes last-writer-wins."""

@@ -1,0 +1,127 @@
+"""Last-writer-wins with tombstones, against real DynamoDB calls on moto's server."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from bridge.apply.target import Outcome, TargetTable
+from bridge.change import Change, Operation, Version
+from bridge.errors import ConfigError, PermanentApplyError
+from bridge.workload import create_table
+
+
+@pytest.fixture
+def target(moto_endpoint: str, unique: str) -> TargetTable:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    return TargetTable.open(client, unique)
+
+
+KEY = {"tenant": {"S": "a"}, "user_id": {"N": "1"}}
+
+
+def put(ts: int, name: str, origin: str = "r1", seq: int = 1) -> Change:
+    return Change(KEY, Operation.PUT, Version(ts, origin, seq), {**KEY, "name": {"S": name}})
+
+
+def delete(ts: int, origin: str = "r1", seq: int = 1) -> Change:
+    return Change(KEY, Operation.DELETE, Version(ts, origin, seq))
+
+
+def read(target: TargetTable) -> dict | None:
+    item = target.client.get_item(TableName=target.table, Key=target.key_of(put(0, "")),
+                                  ConsistentRead=True).get("Item")
+    return target.user_item(item) if item else None
+
+
+def test_newer_wins_older_is_stale_same_is_duplicate(target: TargetTable) -> None:
+    assert target.apply(put(10, "first")) is Outcome.APPLIED
+    assert target.apply(put(20, "second")) is Outcome.APPLIED
+    assert target.apply(put(15, "late")) is Outcome.STALE
+    assert target.apply(put(20, "second")) is Outcome.DUPLICATE
+    assert read(target)["name"] == {"S": "second"}
+
+
+def test_equal_timestamps_break_ties_by_origin_then_sequence(target: TargetTable) -> None:
+    assert target.apply(put(10, "from-b", origin="us-west-2")) is Outcome.APPLIED
+    # same timestamp, origin sorts lower: loses everywhere
+    assert target.apply(put(10, "from-a", origin="cn-north-1")) is Outcome.STALE
+    assert target.apply(put(10, "from-b-later", origin="us-west-2", seq=2)) is Outcome.APPLIED
+    assert read(target)["name"] == {"S": "from-b-later"}
+
+
+def test_origin_tie_break_matches_tuple_order_not_naive_string_order() -> None:
+    # "us-east-1|..." > "us-east-10|..." as naive strings; the encoding must agree with the tuple.
+    a, b = Version(5, "us-east-1", 9), Version(5, "us-east-10", 1)
+    assert (a < b) == (a.encode() < b.encode())
+    assert Version.decode(a.encode()) == a
+
+
+def test_delete_leaves_tombstone_so_older_write_does_not_resurrect(target: TargetTable) -> None:
+    assert target.apply(put(10, "alive")) is Outcome.APPLIED
+    assert target.apply(delete(30)) is Outcome.APPLIED
+    assert read(target) is None
+    assert target.apply(put(20, "zombie")) is Outcome.STALE
+    assert read(target) is None
+    # a newer write after the delete is a real re-creation
+    assert target.apply(put(40, "reborn")) is Outcome.APPLIED
+    assert read(target)["name"] == {"S": "reborn"}
+    tomb = target.client.get_item(TableName=target.tombstone_table, Key=target.key_of(put(0, "")))["Item"]
+    assert int(tomb["_bridge_expires"]["N"]) > 0
+
+
+def test_delete_before_any_put_still_blocks_older_put(target: TargetTable) -> None:
+    assert target.apply(delete(30)) is Outcome.APPLIED
+    assert target.apply(put(20, "late")) is Outcome.STALE
+    assert read(target) is None
+    assert target.apply(delete(30)) is Outcome.DUPLICATE
+
+
+def test_stale_delete_keeps_newer_item(target: TargetTable) -> None:
+    target.apply(put(50, "new"))
+    assert target.apply(delete(40)) is Outcome.STALE
+    assert read(target)["name"] == {"S": "new"}
+
+
+def test_bridge_attributes_use_the_prefix_and_upstream_ones_are_dropped(target: TargetTable) -> None:
+    change = Change(KEY, Operation.PUT, Version(1, "r", 1), {**KEY, "_bridge_v": {"S": "forged"}})
+    target.apply(change)
+    raw = target.client.get_item(TableName=target.table, Key=target.key_of(change))["Item"]
+    assert raw["_bridge_v"] == {"S": Version(1, "r", 1).encode()}
+    assert all(k in ("tenant", "user_id") or k.startswith("_bridge") for k in raw)
+
+
+def test_key_schema_mismatch_is_permanent_and_names_the_keys(target: TargetTable) -> None:
+    bad = Change({"id": {"S": "x"}}, Operation.PUT, Version(1, "r", 1), {"id": {"S": "x"}})
+    with pytest.raises(PermanentApplyError, match="key schema mismatch"):
+        target.apply(bad)
+    wrong_type = Change({"tenant": {"S": "a"}, "user_id": {"S": "1"}}, Operation.DELETE, Version(1, "r", 1))
+    with pytest.raises(PermanentApplyError, match="user_id is S"):
+        target.apply(wrong_type)
+
+
+def test_oversize_item_is_a_permanent_error(target: TargetTable) -> None:
+    big = Change(KEY, Operation.PUT, Version(1, "r", 1), {**KEY, "blob": {"S": "x" * 420_000}})
+    with pytest.raises(PermanentApplyError):
+        target.apply(big)
+    assert read(target) is None
+
+
+def test_no_create_refuses_missing_tombstone_table(moto_endpoint: str, unique: str) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    with pytest.raises(ConfigError, match="--no-create"):
+        TargetTable.open(client, unique, create=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        TargetTable.open(client, unique + "-missing")
+
+
+def test_delete_interrupted_between_its_two_writes_is_finished_by_redelivery(target: TargetTable) -> None:
+    target.apply(put(10, "alive"))
+    # the crash left only the tombstone written
+    tomb = {**target.key_of(put(0, "")), "_bridge_v": {"S": delete(30).version.encode()}}
+    target.client.put_item(TableName=target.tombstone_table, Item=tomb)
+    assert read(target) is not None
+    assert target.apply(delete(30)) is Outcome.APPLIED
+    assert read(target) is None
