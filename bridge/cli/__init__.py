@@ -1,0 +1,1 @@
+"""Console entry points: ``bridge-publish``, ``bridge-apply`` and the ``bridge`` admin command."""

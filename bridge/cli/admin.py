@@ -1,0 +1,92 @@
+"""``bridge``: the admin command (keygen, demo, plugins, check-config)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from bridge import __version__, config
+from bridge.cli.common import handled
+from bridge.errors import ConfigError
+from bridge.transport import TransportURL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ddb-bridge")
+def main() -> None:
+    """ddb-bridge admin: keys, demo, plugins, configuration."""
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="directory for bridge.key (0600) and bridge.pub")
+@handled
+def keygen(out_dir: str) -> None:
+    """Create an Ed25519 signing key pair for bridge-publish."""
+    from bridge.envelope import Signer
+    from bridge.envelope import keygen as make_keys
+
+    private, public = make_keys(Path(out_dir))
+    key_id = Signer.from_file(private).key_id
+    click.echo(f"wrote {private} (keep secret, mode 0600) and {public} (give to bridge-apply); key id {key_id}")
+
+
+@main.command()
+@click.option("--changes", default=400, show_default=True, help="number of writes to the source table")
+@click.option("--transport", help="transport URL (default: RabbitMQ on 127.0.0.1:5672 if it answers, else memory)")
+@click.option("--seed", default=7, show_default=True, help="workload seed")
+@handled
+def demo(changes: int, transport: str | None, seed: int) -> None:
+    """Replicate a table between two emulated regions and check they end identical."""
+    from bridge.demo import run_demo
+
+    result = run_demo(changes=changes, transport=transport, seed=seed)
+    sys.exit(0 if result.identical else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List installed transport plugins, their package, version and URL schemes."""
+    from bridge.plugins import plugin_set
+
+    infos = plugin_set().infos
+    if as_json:
+        click.echo(orjson.dumps([i.__dict__ for i in infos], option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table("plugin", "package", "version", "schemes", "status")
+    for i in infos:
+        status = "disabled" if i.disabled else (f"[red]error: {i.error}[/]" if i.error else "ok")
+        table.add_row(i.name, i.package, i.version, ", ".join(i.schemes), status)
+    Console().print(table)
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--kind", type=click.Choice(["auto", "publish", "apply"]), default="auto", show_default=True)
+@handled
+def check_config(path: str, kind: str) -> None:
+    """Validate a publish or apply config file (kind guessed from its keys)."""
+    if kind == "auto":
+        data = config.read_yaml(Path(path))
+        if "source_table" in data:
+            kind = "publish"
+        elif "target_table" in data:
+            kind = "apply"
+        else:
+            raise ConfigError(f"{path}: cannot tell publish from apply config (no source_table/target_table)")
+    model = config.PublishConfig if kind == "publish" else config.ApplyConfig
+    cfg = config.load(model, path, {})
+    click.echo(f"{path}: valid {kind} configuration")
+    for key, value in cfg.model_dump(mode="json").items():
+        shown = TransportURL.parse(value).redacted() if key in ("transport", "dead_letter") and value else value
+        click.echo(f"  {key}: {shown}")  # never print a broker password
+
+
+if __name__ == "__main__":
+    main()

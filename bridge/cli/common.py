@@ -1,0 +1,70 @@
+"""What every command shares: logging, signals, and one-line handled errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from bridge.errors import BridgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("bridge")
+
+
+def handled(fn: F) -> F:
+    """A BridgeError becomes one line on stderr and its own exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BridgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Third-party debug logs can carry request bodies (item contents): keep them quiet.
+    for noisy in ("botocore", "boto3", "urllib3", "amqp", "kombu"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT ask the loop to finish in-flight work, checkpoint and exit."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def common_options(fn: F) -> F:
+    for option in reversed([
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file"),
+        click.option("--transport", help="transport URL (amqp://..., memory://...)"),
+        click.option("--dead-letter", help="dead-letter transport URL (default: <queue>.dlq)"),
+        click.option("--quarantine-dir", type=click.Path(file_okay=False),
+                     help="local directory for failures the DLQ refused"),
+        click.option("--until-idle", type=float, help="exit 0 once nothing new arrived for SECONDS"),
+        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                                       case_sensitive=False)),
+    ]):
+        fn = option(fn)
+    return fn

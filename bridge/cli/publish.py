@@ -1,0 +1,53 @@
+"""``bridge-publish``: run beside the source table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+import orjson
+
+from bridge import config
+from bridge.cli.common import common_options, handled, setup_logging, stop_on_signals
+from bridge.wiring import build_publisher
+
+log = logging.getLogger("bridge.publish")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--source-table", help="table whose stream is replicated")
+@click.option("--source-region", help="region of the source table")
+@click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
+@click.option("--source-profile", help="AWS profile for the source side")
+@click.option("--origin", help="this replica's name in versions (default: source region)")
+@click.option("--timestamp-attribute", help="application attribute holding the write time")
+@click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")
+@click.option("--checkpoint", help="SQLite path or dynamodb://TABLE")
+@click.option("--start-position", type=click.Choice(["trim-horizon", "latest"]))
+@click.option("--on-trimmed", type=click.Choice(["fail", "trim-horizon"]),
+              help="when records were trimmed before being read: stop (default) or go on from the oldest")
+@click.option("--compression", type=click.Choice(["zstd", "zlib", "none"]))
+@click.option("--batch-max-changes", type=int)
+@click.option("--batch-max-bytes", type=int)
+@click.option("--batch-max-wait", type=float, help="seconds a change may wait for its batch to fill")
+@common_options
+@handled
+def main(config_file: str | None, **flags: Any) -> None:
+    """Read the source table's stream and ship signed, compressed batches to the transport."""
+    cfg = config.load(config.PublishConfig, config_file, flags)
+    setup_logging(cfg.log_level)
+    stop = stop_on_signals()
+    publisher = build_publisher(cfg, stop)
+    log.info("publishing %s (origin %s) to %s", cfg.source_table, cfg.origin_id,
+             publisher.transport.transport.url.redacted())
+    try:
+        stats = publisher.run(until_idle=cfg.until_idle)
+    finally:
+        publisher.close()
+    log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
+    click.echo(orjson.dumps({"publish": stats.as_dict()}).decode())
+
+
+if __name__ == "__main__":
+    main()

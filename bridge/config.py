@@ -1,0 +1,137 @@
+"""Configuration: YAML file, then ``BRIDGE_*`` environment variables, then CLI flags.
+
+One flat name per setting, the same everywhere: YAML key ``source_table``, env var
+``BRIDGE_SOURCE_TABLE``, flag ``--source-table``. Validated with pydantic at start;
+every problem is reported naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bridge.errors import ConfigError
+
+ENV_PREFIX = "BRIDGE_"
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transport: str = Field(description="transport URL, e.g. amqp://guest:guest@host:5672//?queue=users")
+    dead_letter: str | None = Field(None, description="dead-letter transport URL (default: <queue>.dlq beside it)")
+    quarantine_dir: Path = Field(Path("bridge-quarantine"),
+                                 description="local directory for failures the dead-letter queue refused")
+    until_idle: float | None = Field(None, ge=0, description="exit 0 once nothing arrived for this many seconds")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("transport", "dead_letter")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"expected a URL like amqp://host/?queue=NAME, got {value!r}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class PublishConfig(_Common):
+    source_table: str = Field(min_length=3, max_length=255)
+    source_region: str
+    source_endpoint: str | None = None
+    source_profile: str | None = None
+    origin: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]+$",
+                               description="name of this replica in versions (default: source_region)")
+    timestamp_attribute: str | None = Field(None, description="application attribute holding the write time")
+    signing_key: Path
+    checkpoint: str = Field("bridge-checkpoints.sqlite",
+                            description="SQLite path, or dynamodb://TABLE (in the source account)")
+    start_position: Literal["trim-horizon", "latest"] = "trim-horizon"
+    on_trimmed: Literal["fail", "trim-horizon"] = "fail"
+    compression: Literal["zstd", "zlib", "none"] = "zstd"
+    batch_max_changes: int = Field(500, ge=1, le=10_000)
+    batch_max_bytes: int = Field(1024 * 1024, ge=1024)
+    batch_max_wait: float = Field(0.1, ge=0, le=60)
+
+    @property
+    def origin_id(self) -> str:
+        return self.origin or self.source_region
+
+
+class ApplyConfig(_Common):
+    target_table: str = Field(min_length=3, max_length=255)
+    target_region: str
+    target_endpoint: str | None = None
+    target_profile: str | None = None
+    trusted_keys: Path
+    attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tombstone_table: str | None = None
+    tombstone_ttl_days: float = Field(14, gt=1, description="must outlive stream retention + transport delay")
+    create: bool = Field(True, description="create companion resources (tombstone table) if missing")
+    workers: int = Field(8, ge=1, le=256)
+    prefetch: int = Field(16, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _prefix(self) -> ApplyConfig:
+        if self.tombstone_table == self.target_table:
+            raise ValueError("tombstone_table must differ from target_table")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load(model: type[M], path: str | Path | None, overrides: dict[str, Any],
+         environ: dict[str, str] | None = None) -> M:
+    """Build ``model`` from file < env < overrides (CLI flags; ``None`` means not given)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data.update(read_yaml(Path(path)))
+    env = os.environ if environ is None else environ
+    for name in model.model_fields:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            data[name] = value
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _describe(exc: ValidationError, path: str | Path | None) -> str:
+    where = f" in {path}" if path else ""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif err["type"] == "missing":
+            msg = f"required (set it in the file, as {ENV_PREFIX}{key.upper()}, or as --{key.replace('_', '-')})"
+        problems.append(f"{key}: {msg}")
+    return f"invalid configuration{where}: " + "; ".join(problems)

@@ -1,0 +1,45 @@
+"""Shared test helpers: processes, table comparison, draining a queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge.compare import Difference, compare_tables
+from bridge.deadletter import FailureRecord
+from bridge.plugins import open_transport
+
+
+def start(module: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_identical(src: Any, dst: Any, table: str, keys: tuple[str, ...], timeout: float) -> Difference:
+    deadline = time.monotonic() + timeout
+    diff = compare_tables(src, table, dst, table, keys)
+    while not diff.identical and time.monotonic() < deadline:
+        time.sleep(1.0)
+        diff = compare_tables(src, table, dst, table, keys)
+    return diff
+
+
+def drain_failures(url: str, expect: int | None = None, timeout: float = 10.0) -> list[FailureRecord]:
+    """Every failure record on a dead-letter destination (acked: removes them)."""
+    transport = open_transport(url, "dlq")
+    records: list[FailureRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            got = transport.receive(100, timeout=0.5)
+            for d in got:
+                records.append(FailureRecord.decode(d.body))
+                transport.ack(d)
+            if not got and (expect is None or len(records) >= expect):
+                break
+    finally:
+        transport.close()
+    return records

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.cli.admin import main as admin
+from bridge.config import ApplyConfig, PublishConfig, load
+from bridge.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name,model", [("publish", PublishConfig), ("apply", ApplyConfig)])
+def test_example_configs_are_valid(name: str, model: type) -> None:
+    cfg = load(model, ROOT / "config" / f"{name}.example.yaml", {}, environ={})
+    assert cfg.transport.startswith("amqps://")
+
+
+def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("source_table: from-file\nsource_region: r1\ntransport: memory://q\nsigning_key: k\n")
+    env = {"BRIDGE_SOURCE_TABLE": "from-env", "BRIDGE_BATCH_MAX_CHANGES": "7"}
+    cfg = load(PublishConfig, f, {"source_table": None}, environ=env)
+    assert (cfg.source_table, cfg.batch_max_changes) == ("from-env", 7)
+    cfg = load(PublishConfig, f, {"source_table": "from-flag"}, environ=env)
+    assert cfg.source_table == "from-flag"
+    assert cfg.origin_id == "r1"
+
+
+def test_errors_name_every_bad_key(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("source_table: t1x\nsource_regoin: r1\ntransport: nourl\nsigning_key: k\n"
+                 "batch_max_changes: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load(PublishConfig, f, {}, environ={})
+    msg = str(info.value)
+    assert str(f) in msg
+    for fragment in ("source_regoin: unknown setting", "source_region: required", "BRIDGE_SOURCE_REGION",
+                     "transport:", "batch_max_changes:"):
+        assert fragment in msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("source_table: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(PublishConfig, f, {}, environ={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(PublishConfig, tmp_path / "nope.yaml", {}, environ={})
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(admin, ["check-config", str(ROOT / "config" / "apply.example.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "valid apply configuration" in ok.output
+    assert "CHANGE-ME" not in ok.output  # broker password redacted
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("target_table: t1x\n")
+    result = runner.invoke(admin, ["check-config", str(bad)])
+    assert result.exit_code == ConfigError.exit_code
+    assert "target_region: required" in result.output
