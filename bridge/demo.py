@@ -1,6 +1,6 @@
 """``bridge demo``: the whole bridge on an embedded default, no AWS account needed.
 
-Two emulated regions (moto's server on loopback, started as a child process), a source table with a stream, a mixed
+Two emulated regions (moto's server on loopback, one child process each), a source table with a stream, a mixed
 workload, bridge-publish and bridge-apply in threads, RabbitMQ when one answers on
 127.0.0.1:5672 and an in-process transport otherwise. Ends by comparing the tables.
 """
@@ -59,10 +59,11 @@ def _emulator_credentials() -> None:
 
 
 def run_demo(changes: int = 400, transport: str | None = None, console: Console | None = None,
-             seed: int = 7) -> DemoResult:
+             seed: int = 7, rate: float = 50.0) -> DemoResult:
     console = console or Console(stderr=True)
     _emulator_credentials()
-    with moto_server() as endpoint, tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
+    with moto_server() as src_endpoint, moto_server() as dst_endpoint, \
+            tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
         work = Path(tmp)
         if transport is None:
             queue = f"bridge-demo-{uuid.uuid4().hex[:8]}"
@@ -70,16 +71,16 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
                          else f"memory://{queue}")
         console.print(f"[bold]ddb-bridge demo[/]: {TABLE} {SOURCE_REGION} -> {TARGET_REGION} via "
                       f"{transport.split('?')[0].split('://')[0]}://")
-        src, dst = AwsSide(SOURCE_REGION, endpoint), AwsSide(TARGET_REGION, endpoint)
+        src, dst = AwsSide(SOURCE_REGION, src_endpoint), AwsSide(TARGET_REGION, dst_endpoint)
         src_db, dst_db = src.client("dynamodb"), dst.client("dynamodb")
         create_table(src_db, TABLE)
         create_table(dst_db, TABLE, stream=False)
         keygen(work / "keys")
         common: dict[str, Any] = {"transport": transport, "quarantine_dir": work / "quarantine"}
-        pcfg = PublishConfig(source_table=TABLE, source_region=SOURCE_REGION, source_endpoint=endpoint,
+        pcfg = PublishConfig(source_table=TABLE, source_region=SOURCE_REGION, source_endpoint=src_endpoint,
                              signing_key=work / "keys" / "bridge.key", checkpoint=str(work / "cp.sqlite"),
                              timestamp_attribute="updated_at", **common)
-        acfg = ApplyConfig(target_table=TABLE, target_region=TARGET_REGION, target_endpoint=endpoint,
+        acfg = ApplyConfig(target_table=TABLE, target_region=TARGET_REGION, target_endpoint=dst_endpoint,
                            trusted_keys=work / "keys" / "bridge.pub", **common)
         lags: list[float] = []
         applied = [0]
@@ -112,7 +113,10 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
         with Progress(*columns, console=console, transient=False) as progress:
             write_task = progress.add_task("written  ", total=changes)
             apply_task = progress.add_task("replicated", total=changes)
-            for op in workload.ops(changes):
+            for i, op in enumerate(workload.ops(changes)):
+                # paced: the lag shown is replication's, not a queue in front of a saturated emulator
+                if rate > 0:
+                    time.sleep(max(0.0, started + i / rate - time.monotonic()))
                 run_op(src_db, TABLE, op)
                 progress.advance(write_task)
                 progress.update(apply_task, completed=min(applied[0], changes))

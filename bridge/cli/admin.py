@@ -40,12 +40,13 @@ def keygen(out_dir: str) -> None:
 @click.option("--changes", default=400, show_default=True, help="number of writes to the source table")
 @click.option("--transport", help="transport URL (default: RabbitMQ on 127.0.0.1:5672 if it answers, else memory)")
 @click.option("--seed", default=7, show_default=True, help="workload seed")
+@click.option("--rate", default=50.0, show_default=True, help="source writes per second (0: as fast as possible)")
 @handled
-def demo(changes: int, transport: str | None, seed: int) -> None:
+def demo(changes: int, transport: str | None, seed: int, rate: float) -> None:
     """Replicate a table between two emulated regions and check they end identical."""
     from bridge.demo import run_demo
 
-    result = run_demo(changes=changes, transport=transport, seed=seed)
+    result = run_demo(changes=changes, transport=transport, seed=seed, rate=rate)
     sys.exit(0 if result.identical else 1)
 
 
