@@ -7,7 +7,6 @@ skips. One loop thread keeps the stream's per-key order all the way to the trans
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -19,17 +18,14 @@ import orjson
 
 from bridge.change import Change
 from bridge.deadletter import FailureRecord, Kind, Parker, State
-from bridge.envelope import Batch, Compression, Signer, encode
-from bridge.errors import MessageTooLargeError, RecordError
+from bridge.envelope import Compression, Signer
+from bridge.errors import RecordError
+from bridge.sender import Sender
 from bridge.source.records import parse_record
 from bridge.source.streams import StreamReader
-from bridge.transport import OutgoingMessage
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
-
-ENVELOPE_OVERHEAD = 256  # header, signature, JSON framing per envelope
-
 
 @dataclass(frozen=True)
 class BatchLimits:
@@ -89,19 +85,17 @@ class Publisher:
         record_filter: Callable[[Change], bool] | None = None,
     ) -> None:
         self.reader = reader
-        self.transport = transport
-        self.signer = signer
+        self.sender = Sender(transport, signer, parker, origin=origin, table=table, compression=compression)
         self.parker = parker
         self.table = table
         self.key_names = key_names
         self.origin = origin
         self.timestamp_attribute = timestamp_attribute
-        self.compression = compression
         self.limits = limits
         self.measure_raw = measure_raw
         self.stop = stop or threading.Event()
         self.record_filter = record_filter
-        self.stats = PublishStats()
+        self._read = PublishStats()  # the reading side's counters; stats adds the sender's
         self._buf = _Buffer()
         self._ended: set[str] = set()
 
@@ -128,15 +122,20 @@ class Publisher:
             self.flush()
         return self.stats
 
+    @property
+    def stats(self) -> PublishStats:
+        sent = self.sender.stats
+        return PublishStats(self._read.records, sent.changes, sent.envelopes, sent.wire_bytes,
+                            self._read.raw_stream_bytes, self._read.bad_records, sent.oversize)
+
     def close(self) -> None:
-        self.transport.close()
-        self.parker.close()
+        self.sender.close()
 
     def _take(self, shard_id: str, records: list[dict[str, Any]]) -> None:
         for record in records:
-            self.stats.records += 1
+            self._read.records += 1
             if self.measure_raw:
-                self.stats.raw_stream_bytes += len(orjson.dumps(record, default=str))
+                self._read.raw_stream_bytes += len(orjson.dumps(record, default=str))
             seq = str(record.get("dynamodb", {}).get("SequenceNumber", "")) if isinstance(record, dict) else ""
             try:
                 change: Change | None = parse_record(
@@ -156,7 +155,7 @@ class Publisher:
             self._buf.changes += change is not None
 
     def _park_record(self, exc: RecordError, record: Any, shard_id: str, seq: str) -> None:
-        self.stats.bad_records += 1
+        self._read.bad_records += 1
         self.parker.park(FailureRecord.from_exception(
             Kind.RECORD, State.PARKED, exc, orjson.dumps(record, default=str),
             origin=self.origin, table=self.table, position=(shard_id, seq) if seq else None,
@@ -180,7 +179,7 @@ class Publisher:
             size += item.size
             changes += item.change is not None
         prefix, rest = self._buf.items[:take], self._buf.items[take:]
-        self._publish([p.change for p in prefix if p.change is not None])
+        self.sender.send([p.change for p in prefix if p.change is not None])
         self._buf = _Buffer(rest, self._buf.size - size, self._buf.changes - changes, time.monotonic())
         last: dict[str, str] = {}
         for item in prefix:
@@ -195,46 +194,6 @@ class Publisher:
             self.reader.confirm(shard_id, None, ended=True)
             self._ended.discard(shard_id)
 
-    def _publish(self, changes: list[Change]) -> None:
-        if not changes:
-            return
-        messages: list[OutgoingMessage] = []
-        oversize_before = self.stats.oversize
-        self._encode_fitting(changes, messages)
-        if messages:
-            self.transport.publish(messages)
-            self.stats.envelopes += len(messages)
-            self.stats.changes += len(changes) - (self.stats.oversize - oversize_before)
-            self.stats.wire_bytes += sum(len(m.body) for m in messages)
-
-    def _encode_fitting(self, changes: list[Change], out: list[OutgoingMessage]) -> None:
-        """Encode; an envelope over the transport's limit is split in halves, in order."""
-        envelope_id = _envelope_id(self.origin, self.table, changes)
-        batch = Batch(envelope_id, self.origin, self.table, int(time.time() * 1000), tuple(changes))
-        body = encode(batch, self.signer, self.compression)
-        if len(body) <= self.transport.max_message_bytes:
-            out.append(OutgoingMessage(body, envelope_id, f"{self.origin}/{self.table}"))
-            return
-        if len(changes) == 1:
-            self._park_oversize(changes[0], len(body))
-            return
-        mid = len(changes) // 2
-        self._encode_fitting(changes[:mid], out)
-        self._encode_fitting(changes[mid:], out)
-
-    def _park_oversize(self, change: Change, size: int) -> None:
-        self.stats.oversize += 1
-        exc = MessageTooLargeError(
-            f"one change encodes to {size} bytes; the transport takes at most"
-            f" {self.transport.max_message_bytes}"
-        )
-        pos = change.position
-        self.parker.park(FailureRecord.from_exception(
-            Kind.CHANGE, State.PARKED, exc, orjson.dumps(change.to_wire()), origin=self.origin,
-            table=self.table, position=(pos.shard_id, pos.sequence_number) if pos else None,
-        ))
-
-
 def _estimate(record: Any, change: Change | None) -> int:
     if change is None:
         return 0
@@ -243,13 +202,3 @@ def _estimate(record: Any, change: Change | None) -> int:
         # binary travels as base64 text: assume the worst case of 4/3
         return size * 4 // 3 + 64
     return len(orjson.dumps(change.to_wire()))
-
-
-def _envelope_id(origin: str, table: str, changes: list[Change]) -> str:
-    """Deterministic: the same changes re-sent after a crash get the same id (dedupe)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{origin}\0{table}".encode())
-    for c in changes:
-        pos = c.position
-        h.update(f"\0{pos.shard_id}:{pos.sequence_number}".encode() if pos else c.version.encode().encode())
-    return h.hexdigest()

@@ -40,7 +40,7 @@ def main(config_file: str | None, **flags: Any) -> None:
     stop = stop_on_signals()
     publisher = build_publisher(cfg, stop)
     log.info("publishing %s (origin %s) to %s", cfg.source_table, cfg.origin_id,
-             publisher.transport.transport.url.redacted())
+             publisher.sender.transport.transport.url.redacted())
     try:
         stats = publisher.run(until_idle=cfg.until_idle)
     finally:
