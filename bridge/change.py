@@ -195,3 +195,23 @@ def from_boto_image(image: Image) -> Image:
 
 def to_boto_image(image: Image) -> Image:
     return {name: to_boto_value(v) for name, v in image.items()}
+
+
+def _canonical_value(value: AttributeValue) -> Any:
+    ((tag, inner),) = value.items()
+    if tag in ("SS", "NS", "BS"):
+        return {tag: sorted(inner)}
+    if tag == "M":
+        return {tag: {k: _canonical_value(v) for k, v in inner.items()}}
+    if tag == "L":
+        return {tag: [_canonical_value(v) for v in inner]}
+    return value
+
+
+def fingerprint(image: Image) -> str:
+    """A digest of an item (wire form) that ignores set order: same item, same fingerprint.
+
+    Used to recognise, in the stream, the exact item a bridge delete removed.
+    """
+    canonical = {name: _canonical_value(v) for name, v in image.items()}
+    return hashlib.blake2b(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()

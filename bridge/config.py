@@ -60,6 +60,12 @@ class PublishConfig(_Common):
     batch_max_changes: int = Field(500, ge=1, le=10_000)
     batch_max_bytes: int = Field(1024 * 1024, ge=1024)
     batch_max_wait: float = Field(0.1, ge=0, le=60)
+    ttl_deletes: Literal["replicate", "ignore"] = Field(
+        "replicate", description="deletes made by DynamoDB TTL: ship them, or leave them to each replica's own TTL")
+    active_active: bool = Field(False, description="this table is also written by bridge-apply: never ship its writes")
+    attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="active-active: as bridge-apply's setting on this table")
+    tombstone_table: str | None = Field(None, description="active-active: as bridge-apply's setting on this table")
 
     @property
     def origin_id(self) -> str:
@@ -76,6 +82,8 @@ class ApplyConfig(_Common):
     tombstone_table: str | None = None
     tombstone_ttl_days: float = Field(14, gt=1, description="must outlive stream retention + transport delay")
     create: bool = Field(True, description="create companion resources (tombstone table) if missing")
+    origin: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]+$",
+                               description="this replica's origin name, to count echo traffic (default: target_region)")
     workers: int = Field(8, ge=1, le=256)
     prefetch: int = Field(16, ge=1, le=1000)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
+from bridge.activeactive import LoopGuard
 from bridge.change import Change
 from bridge.deadletter import FailureRecord, Kind, Parker, State
 from bridge.envelope import Compression, Signer
@@ -45,6 +45,7 @@ class PublishStats:
     raw_stream_bytes: int = 0
     bad_records: int = 0
     oversize: int = 0
+    ttl_deletes_ignored: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -82,7 +83,8 @@ class Publisher:
         limits: BatchLimits = BatchLimits(),
         measure_raw: bool = False,
         stop: threading.Event | None = None,
-        record_filter: Callable[[Change], bool] | None = None,
+        guard: LoopGuard | None = None,
+        ttl_deletes: str = "replicate",
     ) -> None:
         self.reader = reader
         self.sender = Sender(transport, signer, parker, origin=origin, table=table, compression=compression)
@@ -94,7 +96,8 @@ class Publisher:
         self.limits = limits
         self.measure_raw = measure_raw
         self.stop = stop or threading.Event()
-        self.record_filter = record_filter
+        self.guard = guard  # active-active: drops the bridge's own writes
+        self.ttl_deletes = ttl_deletes
         self._read = PublishStats()  # the reading side's counters; stats adds the sender's
         self._buf = _Buffer()
         self._ended: set[str] = set()
@@ -126,7 +129,8 @@ class Publisher:
     def stats(self) -> PublishStats:
         sent = self.sender.stats
         return PublishStats(self._read.records, sent.changes, sent.envelopes, sent.wire_bytes,
-                            self._read.raw_stream_bytes, self._read.bad_records, sent.oversize)
+                            self._read.raw_stream_bytes, self._read.bad_records, sent.oversize,
+                            self._read.ttl_deletes_ignored)
 
     def close(self) -> None:
         self.sender.close()
@@ -145,8 +149,11 @@ class Publisher:
             except RecordError as exc:
                 self._park_record(exc, record, shard_id, seq)
                 change = None
-            if change is not None and self.record_filter is not None and not self.record_filter(change):
+            if change is not None and change.by_service and self.ttl_deletes == "ignore":
+                self._read.ttl_deletes_ignored += 1
                 change = None
+            if change is not None and self.guard is not None:
+                change = self.guard.admit(record, change)
             size = _estimate(record, change)
             if not self._buf.items:
                 self._buf.since = time.monotonic()

@@ -6,8 +6,10 @@ Plain conditional writes, no transactions (which cost twice the write capacity o
           new item (no old image came back) is the tombstone read (consistent) and, if
           it holds a newer delete, the put undone with a delete conditional on our own
           version. So an insert costs one write and one read; an update one write.
-* delete: tombstone first (kept if older), then DeleteItem if the stored version is
-          older or absent. A crash between the two is finished by the redelivery.
+* delete: read the item; if older or absent, write the tombstone (with the fingerprint
+          of the item about to go), then DeleteItem conditional on the item being exactly
+          the one read. A crash between the two is finished by the redelivery. A delete
+          costs one read and two writes.
 
 The tombstone lives in a companion table so users' reads never see it. The order
 "tombstone before delete" and "put before tombstone read" means an older write that
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.exceptions
 
-from bridge.change import Change, Image, Operation, to_boto_image
+from bridge.change import Change, Image, Operation, fingerprint, from_boto_image, to_boto_image
 from bridge.errors import ConfigError, PermanentApplyError, TransientApplyError
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,16 @@ NETWORK_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ConnectTimeoutError,
 )
+
+
+class EchoCounter:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()  # appliers call apply() from several threads
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
 
 
 class Outcome(str, enum.Enum):
@@ -63,6 +76,14 @@ class TargetTable:
     tombstone_table: str
     prefix: str = DEFAULT_PREFIX
     tombstone_ttl_s: int = 14 * 86400
+    local_origin: str | None = None
+    # Changes that came back to where they were written: echo traffic, 0 when loops are
+    # prevented (still applied: last-writer-wins makes them duplicates or stale).
+    echo_counter: EchoCounter = field(default_factory=EchoCounter, compare=False)
+
+    @property
+    def echoes(self) -> int:
+        return self.echo_counter.count
 
     @property
     def version_attr(self) -> str:
@@ -71,6 +92,16 @@ class TargetTable:
     @property
     def expires_attr(self) -> str:
         return f"{self.prefix}_expires"
+
+    @property
+    def deleted_attr(self) -> str:
+        """On a tombstone: fingerprint of the item the bridge deleted ("" if there was none)."""
+        return f"{self.prefix}_deleted"
+
+    def tombstone(self, keys: Image) -> dict[str, Any] | None:
+        """The tombstone of an item (boto form), read strongly consistent."""
+        return self._call(self.client.get_item, TableName=self.tombstone_table, Key=self.key_of_keys(keys),
+                          ConsistentRead=True).get("Item")
 
     @classmethod
     def open(
@@ -82,6 +113,7 @@ class TargetTable:
         tombstone_table: str | None = None,
         tombstone_ttl_s: int = 14 * 86400,
         create: bool = True,
+        local_origin: str | None = None,
     ) -> TargetTable:
         try:
             desc = client.describe_table(TableName=table)["Table"]
@@ -93,7 +125,7 @@ class TargetTable:
         types = {d["AttributeName"]: d["AttributeType"] for d in desc["AttributeDefinitions"]}
         key_types = {name: types[name] for name in key_names}
         target = cls(client, table, key_names, key_types, tombstone_table or f"{table}-bridge-tombstones",
-                     prefix, tombstone_ttl_s)
+                     prefix, tombstone_ttl_s, local_origin)
         target._ensure_tombstone_table(desc, create)
         return target
 
@@ -122,7 +154,9 @@ class TargetTable:
         )
 
     def key_of(self, change: Change) -> Image:
-        keys = change.keys
+        return self.key_of_keys(change.keys)
+
+    def key_of_keys(self, keys: Image) -> Image:
         if set(keys) != set(self.key_names):
             raise PermanentApplyError(
                 f"key schema mismatch: change has keys {sorted(keys)}, target {self.table!r} has"
@@ -136,13 +170,18 @@ class TargetTable:
                 )
         return to_boto_image(keys)
 
-    def _cond(self, v: str, op: str = "<") -> dict[str, Any]:
+    def _cond(self, v: str | None, op: str = "<") -> dict[str, Any]:
+        """Condition on the stored version: older-or-absent (``<``), exactly ``v`` (``=``), or absent."""
+        names = {"ExpressionAttributeNames": {"#v": self.version_attr}}
+        if v is None:
+            return {"ConditionExpression": "attribute_not_exists(#v)", **names}
         expr = "attribute_not_exists(#v) OR #v < :v" if op == "<" else "#v = :v"
-        return {"ConditionExpression": expr, "ExpressionAttributeNames": {"#v": self.version_attr},
-                "ExpressionAttributeValues": {":v": {"S": v}}}
+        return {"ConditionExpression": expr, **names, "ExpressionAttributeValues": {":v": {"S": v}}}
 
     def apply(self, change: Change) -> Outcome:
         key = self.key_of(change)
+        if change.version.origin == self.local_origin:
+            self.echo_counter.add()
         v = change.version.encode()
         try:
             if change.op is Operation.PUT:
@@ -173,20 +212,37 @@ class TargetTable:
         return Outcome.APPLIED
 
     def _delete(self, key: Image, v: str) -> Outcome:
-        tomb = dict(key)
-        tomb[self.version_attr] = {"S": v}
-        tomb[self.expires_attr] = {"N": str(int(time.time()) + self.tombstone_ttl_s)}
-        tomb_result = self._write(self.client.put_item, v, TableName=self.tombstone_table, Item=tomb,
+        for _ in range(5):
+            current = self._call(self.client.get_item, TableName=self.table, Key=key,
+                                 ConsistentRead=True).get("Item")
+            held = current.get(self.version_attr, {}).get("S") if current else None
+            if held is not None and held >= v:
+                return Outcome.STALE
+            # The fingerprint of what we are about to delete lets our own stream reader
+            # recognise this REMOVE as the bridge's (active-active: never echo it).
+            fp = fingerprint(from_boto_image(current)) if current else ""
+            tomb = dict(key)
+            tomb[self.version_attr] = {"S": v}
+            tomb[self.expires_attr] = {"N": str(int(time.time()) + self.tombstone_ttl_s)}
+            tomb[self.deleted_attr] = {"S": fp}
+            written = self._write(self.client.put_item, v, TableName=self.tombstone_table, Item=tomb,
                                   ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v))
-        main = self._write(self.client.delete_item, v, TableName=self.table, Key=key, ReturnValues="ALL_OLD",
-                           ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v))
-        if main is Outcome.STALE:
-            return Outcome.STALE  # a newer item is there
-        if tomb_result is Outcome.STALE:
-            return Outcome.STALE  # a newer delete was applied before
-        if tomb_result is Outcome.DUPLICATE and not main:
-            return Outcome.DUPLICATE
-        return Outcome.APPLIED
+            if written is Outcome.STALE:
+                return Outcome.STALE  # a newer delete was applied before
+            if current is None:
+                return Outcome.DUPLICATE if written is Outcome.DUPLICATE else Outcome.APPLIED
+            old = self._write(self.client.delete_item, v, TableName=self.table, Key=key, ReturnValues="ALL_OLD",
+                              **self._cond(held, "="))
+            if isinstance(old, Outcome):
+                continue  # the item changed since we read it: decide again
+            if old and fingerprint(from_boto_image(old)) != fp:
+                # an application update slipped in between read and delete: record what really went
+                self._call(self.client.update_item, TableName=self.tombstone_table, Key=key,
+                           UpdateExpression="SET #d = :d", ConditionExpression="#v = :v",
+                           ExpressionAttributeNames={"#d": self.deleted_attr, "#v": self.version_attr},
+                           ExpressionAttributeValues={":d": {"S": fingerprint(from_boto_image(old))}, ":v": {"S": v}})
+            return Outcome.APPLIED
+        raise TransientApplyError("the item kept changing while it was being deleted; will retry")
 
     def _write(self, fn: Any, v: str, **kwargs: Any) -> dict[str, Any] | Outcome:
         """A conditional write: the old item (may be empty), or DUPLICATE/STALE if refused."""

@@ -25,6 +25,7 @@ log = logging.getLogger("bridge.apply")
 @click.option("--tombstone-table", help="companion table for delete tombstones")
 @click.option("--tombstone-ttl-days", type=float)
 @click.option("--create/--no-create", default=None, help="create the tombstone table if missing (default on)")
+@click.option("--origin", help="this replica's origin name (default: target region), to count echo traffic")
 @click.option("--workers", type=int, help="parallel writers (changes to one key stay in order)")
 @click.option("--prefetch", type=int, help="messages taken from the transport at once")
 @common_options
@@ -41,7 +42,7 @@ def main(config_file: str | None, **flags: Any) -> None:
     finally:
         applier.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
-    click.echo(orjson.dumps({"apply": stats.as_dict()}).decode())
+    click.echo(orjson.dumps({"apply": stats.as_dict(), "echo_received": applier.target.echoes}).decode())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -31,6 +32,11 @@ log = logging.getLogger("bridge.publish")
 @click.option("--batch-max-changes", type=int)
 @click.option("--batch-max-bytes", type=int)
 @click.option("--batch-max-wait", type=float, help="seconds a change may wait for its batch to fill")
+@click.option("--ttl-deletes", type=click.Choice(["replicate", "ignore"]), help="deletes made by DynamoDB TTL")
+@click.option("--active-active/--one-way", default=None,
+              help="the source table is also written by bridge-apply (two-way replication)")
+@click.option("--attribute-prefix", help="active-active: bridge-apply's attribute prefix on this table")
+@click.option("--tombstone-table", help="active-active: bridge-apply's tombstone table for this table")
 @common_options
 @handled
 def main(config_file: str | None, **flags: Any) -> None:
@@ -46,7 +52,10 @@ def main(config_file: str | None, **flags: Any) -> None:
     finally:
         publisher.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
-    click.echo(orjson.dumps({"publish": stats.as_dict()}).decode())
+    summary: dict[str, object] = {"publish": stats.as_dict()}
+    if publisher.guard is not None:
+        summary["active_active"] = asdict(publisher.guard.stats)
+    click.echo(orjson.dumps(summary).decode())
 
 
 if __name__ == "__main__":
