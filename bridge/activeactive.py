@@ -5,8 +5,9 @@ Each replica runs bridge-publish (its stream -> the others) and bridge-apply (th
 its table) on the same table. The publisher's :class:`LoopGuard` looks at every record of
 the local stream, in order, and decides:
 
-* a put whose ``_bridge_v`` changed between old and new image was written by the bridge
-  (an applier, or a repair below): not shipped. Applications never write ``_bridge*``.
+* a put whose write token ``_bridge_w`` changed between old and new image was written by
+  the bridge (an applier, or a repair below; every bridge write sets a fresh token): not
+  shipped. Applications never write ``_bridge*`` attributes.
 * a REMOVE whose old image matches the fingerprint on the key's tombstone was the
   bridge's delete (the applier writes the tombstone, with that fingerprint, first): not
   shipped.
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import sqlite3
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from bridge.apply.target import TargetTable
+import orjson
+
+from bridge.apply.target import Outcome
 from bridge.change import Change, Image, Operation, Version, fingerprint
 from bridge.errors import ApplyError, RecordError, SourceError
 
@@ -43,6 +46,7 @@ class GuardStats:
     local_writes: int = 0  # application writes shipped
     own_writes_suppressed: int = 0  # bridge writes recognised and not shipped (echo prevented)
     repairs: int = 0  # losers overwritten by the known winner
+    superseded: int = 0  # application writes that lose to a version already everywhere: not shipped
 
 
 def wire_image(image: Any) -> Image:
@@ -63,23 +67,100 @@ def wire_image(image: Any) -> Image:
     return {k: value(v) for k, v in (image or {}).items()}
 
 
+class LocalTable(Protocol):
+    """What the guard needs of its own table (:class:`~bridge.apply.target.TargetTable` has it)."""
+
+    @property
+    def version_attr(self) -> str: ...
+
+    @property
+    def write_attr(self) -> str: ...
+
+    @property
+    def deleted_attr(self) -> str: ...
+
+    def user_item(self, item: Image) -> Image: ...
+
+    def tombstone(self, keys: Image) -> dict[str, Any] | None: ...
+
+    def apply(self, change: Change, *, repair: bool = False) -> Outcome: ...
+
+
+Remembered = tuple[float, Version, Change]  # when seen (epoch s), newest version, the change carrying it
+
+
+class MemoryStore:
+    """The guard's per-key memory, committed with the publisher's checkpoint.
+
+    After a crash the publisher resumes from its checkpoint; the memory must be the one
+    that went with that checkpoint, or a key overwritten just before the crash is never
+    repaired. ``rollback`` is what a restart sees.
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[str, Remembered] = {}
+        self._pending: dict[str, Remembered] = {}
+
+    def get(self, token: str) -> Remembered | None:
+        return self._pending.get(token) or self._committed.get(token)
+
+    def put(self, token: str, value: Remembered) -> None:
+        self._pending[token] = value
+
+    def commit(self, older_than: float) -> None:
+        self._committed.update(self._pending)
+        self._pending.clear()
+        for token in [t for t, (seen, _, _) in self._committed.items() if seen < older_than]:
+            del self._committed[token]
+
+    def rollback(self) -> None:
+        self._pending.clear()
+
+
+class SqliteStore(MemoryStore):
+    """:class:`MemoryStore` kept in a SQLite file beside the checkpoint."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS newest (token TEXT PRIMARY KEY, seen REAL, change BLOB)")
+        for token, seen, blob in self._db.execute("SELECT token, seen, change FROM newest"):
+            change = Change.from_wire(orjson.loads(blob))
+            self._committed[token] = (seen, change.version, change)
+
+    def commit(self, older_than: float) -> None:
+        rows = [(t, seen, orjson.dumps(c.to_wire())) for t, (seen, _, c) in self._pending.items()]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO newest VALUES (?, ?, ?)", rows)
+            self._db.execute("DELETE FROM newest WHERE seen < ?", (older_than,))
+        super().commit(older_than)
+
+
 class LoopGuard:
-    def __init__(self, local: TargetTable, origin: str, *, horizon_s: float = 120.0, max_keys: int = 50_000) -> None:
+    def __init__(self, local: LocalTable, origin: str, *, store: MemoryStore | None = None,
+                 horizon_s: float = 600.0) -> None:
         self.local = local
         self.origin = origin
         self.horizon_s = horizon_s
-        self.max_keys = max_keys
         self.stats = GuardStats()
         # key token -> (when seen, newest version, the change that carries it)
-        self._newest: OrderedDict[str, tuple[float, Version, Change]] = OrderedDict()
+        self.store = store if store is not None else MemoryStore()
+
+    def commit(self) -> None:
+        """The publisher checkpointed everything admitted so far."""
+        self.store.commit(older_than=time.time() - self.horizon_s)
 
     def admit(self, record: dict[str, Any], change: Change) -> Change | None:
         """The change to ship for this local stream record, or None."""
         own = self._own_write(record, change)
-        seen = own or change
-        self._reconcile(seen)
+        newest = self._reconcile(own or change)
         if own is not None:
             self.stats.own_writes_suppressed += 1
+            return None
+        if not newest:
+            self.stats.superseded += 1  # loses to a version every replica already has: no need to ship
             return None
         self.stats.local_writes += 1
         if change.new_image is not None:
@@ -89,14 +170,15 @@ class LoopGuard:
 
     def _own_write(self, record: dict[str, Any], change: Change) -> Change | None:
         """If the bridge wrote this record, the change it applied (with its version)."""
-        attr = self.local.version_attr
+        attr, token = self.local.version_attr, self.local.write_attr
         ddb = record.get("dynamodb") or {}
         old = wire_image(ddb.get("OldImage"))
         if change.op is Operation.PUT:
             assert change.new_image is not None
-            new_v = change.new_image.get(attr, {}).get("S")
-            if new_v is None or new_v == old.get(attr, {}).get("S"):
+            new_w = change.new_image.get(token, {}).get("S")
+            if new_w is None or new_w == old.get(token, {}).get("S"):
                 return None
+            new_v = change.new_image.get(attr, {}).get("S", "")
             try:
                 version = Version.decode(new_v)
             except ValueError as exc:
@@ -109,32 +191,23 @@ class LoopGuard:
         except ApplyError as exc:
             # Not the record's fault: stop, and resume from the checkpoint (nothing is lost).
             raise SourceError(f"cannot read the tombstone to classify a delete: {exc}") from exc
-        if tomb and tomb.get(self.local.deleted_attr, {}).get("S") == fingerprint(old):
+        if tomb and fingerprint(old) in tomb.get(self.local.deleted_attr, {}).get("SS", ()):
             return replace(change, version=Version.decode(tomb[attr]["S"]))
         return None
 
-    def _reconcile(self, seen: Change) -> None:
-        now = time.monotonic()
-        self._expire(now)
+    def _reconcile(self, seen: Change) -> bool:
+        """Remember ``seen`` if it is the newest for its key (True); else repair the key (False)."""
         token = seen.key_token
-        known = self._newest.get(token)
+        known = self.store.get(token)
         if known is not None and seen.version < known[1]:
             winner = known[2]
             log.info("repairing a key overwritten by an older version (%s < %s)", seen.version.encode(),
                      winner.version.encode())
             try:
-                self.local.apply(winner)
+                self.local.apply(winner, repair=True)
             except ApplyError as exc:
                 raise SourceError(f"repair of a key overwritten by an older version failed: {exc}") from exc
             self.stats.repairs += 1
-            self._newest.move_to_end(token)
-            return
-        self._newest[token] = (now, seen.version, seen)
-        self._newest.move_to_end(token)
-
-    def _expire(self, now: float) -> None:
-        while self._newest:
-            token, (when, _, _) = next(iter(self._newest.items()))
-            if now - when <= self.horizon_s and len(self._newest) <= self.max_keys:
-                break
-            self._newest.pop(token)
+            return False
+        self.store.put(token, (time.time(), seen.version, seen))
+        return True

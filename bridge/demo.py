@@ -50,7 +50,26 @@ def rabbitmq_answers(host: str = "127.0.0.1", port: int = 5672) -> bool:
         return False
 
 
-def _emulator_credentials() -> None:
+def start_thread(fn: Any, errors: list[BaseException], name: str) -> threading.Thread:
+    """Run ``fn`` in a thread; an exception is kept in ``errors`` for the caller to raise."""
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread
+
+
+def default_transport(name: str) -> str:
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    return f"amqp://guest:guest@127.0.0.1:5672//?queue={queue}" if rabbitmq_answers() else f"memory://{queue}"
+
+
+def emulator_credentials() -> None:
     """The emulator accepts any key; never sign its requests with a user's real credentials."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         os.environ.pop(name, None)
@@ -61,14 +80,11 @@ def _emulator_credentials() -> None:
 def run_demo(changes: int = 400, transport: str | None = None, console: Console | None = None,
              seed: int = 7, rate: float = 50.0) -> DemoResult:
     console = console or Console(stderr=True)
-    _emulator_credentials()
+    emulator_credentials()
     with moto_server() as src_endpoint, moto_server() as dst_endpoint, \
             tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
         work = Path(tmp)
-        if transport is None:
-            queue = f"bridge-demo-{uuid.uuid4().hex[:8]}"
-            transport = (f"amqp://guest:guest@127.0.0.1:5672//?queue={queue}" if rabbitmq_answers()
-                         else f"memory://{queue}")
+        transport = transport or default_transport("bridge-demo")
         console.print(f"[bold]ddb-bridge demo[/]: {TABLE} {SOURCE_REGION} -> {TARGET_REGION} via "
                       f"{transport.split('?')[0].split('://')[0]}://")
         src, dst = AwsSide(SOURCE_REGION, src_endpoint), AwsSide(TARGET_REGION, dst_endpoint)
@@ -94,19 +110,7 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
         publisher = build_publisher(pcfg, stop_pub, measure_raw=True)
         applier = build_applier(acfg, stop_app, on_applied=on_applied)
         errors: list[BaseException] = []
-
-        def guarded(fn: Any) -> Any:
-            def run() -> None:
-                try:
-                    fn()
-                except BaseException as exc:  # surfaced after join
-                    errors.append(exc)
-            return run
-
-        threads = [threading.Thread(target=guarded(publisher.run), name="publish"),
-                   threading.Thread(target=guarded(applier.run), name="apply")]
-        for t in threads:
-            t.start()
+        threads = [start_thread(publisher.run, errors, "publish"), start_thread(applier.run, errors, "apply")]
         workload = Workload(seed=seed)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         started = time.monotonic()
@@ -147,8 +151,8 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
             "duplicates": astats.duplicates,
             "stale": astats.stale,
             "dead_lettered": astats.dead_lettered + pstats.bad_records + pstats.oversize,
-            "lag_p50_ms": round(_pct(lags, 50) * 1000, 1),
-            "lag_p99_ms": round(_pct(lags, 99) * 1000, 1),
+            "lag_p50_ms": round(percentile(lags, 50) * 1000, 1),
+            "lag_p99_ms": round(percentile(lags, 99) * 1000, 1),
             "wire_bytes": pstats.wire_bytes,
             "raw_stream_json_bytes": pstats.raw_stream_bytes,
             "wire_vs_raw": round(pstats.wire_bytes / pstats.raw_stream_bytes, 3) if pstats.raw_stream_bytes else None,
@@ -167,7 +171,7 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
         return DemoResult(diff.identical, summary)
 
 
-def _pct(values: list[float], pct: int) -> float:
+def percentile(values: list[float], pct: int) -> float:
     if not values:
         return 0.0
     if len(values) == 1:

@@ -200,6 +200,8 @@ class Publisher:
         for shard_id in list(self._ended - still_pending):
             self.reader.confirm(shard_id, None, ended=True)
             self._ended.discard(shard_id)
+        if self.guard is not None:
+            self.guard.commit()
 
 def _estimate(record: Any, change: Change | None) -> int:
     if change is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from bridge.activeactive import LoopGuard
+from bridge.activeactive import LoopGuard, SqliteStore
 from bridge.apply.loop import Applier, OnApplied
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide
@@ -72,7 +72,8 @@ def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: b
         # The same table bridge-apply writes to: its tombstones tell our deletes from the application's.
         local = TargetTable.open(side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix,
                                  tombstone_table=cfg.tombstone_table)
-        guard = LoopGuard(local, cfg.origin_id)
+        state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
+        guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
     return Publisher(
         reader, transport, signer, Parker(dlq, cfg.quarantine_dir),
         table=cfg.source_table, key_names=key_names, origin=cfg.origin_id,

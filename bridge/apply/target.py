@@ -6,8 +6,8 @@ Plain conditional writes, no transactions (which cost twice the write capacity o
           new item (no old image came back) is the tombstone read (consistent) and, if
           it holds a newer delete, the put undone with a delete conditional on our own
           version. So an insert costs one write and one read; an update one write.
-* delete: read the item; if older or absent, write the tombstone (with the fingerprint
-          of the item about to go), then DeleteItem conditional on the item being exactly
+* delete: read the item; if older or absent, write the tombstone (adding the fingerprint
+          of the item about to go to its set), then DeleteItem conditional on the item being exactly
           the one read. A crash between the two is finished by the redelivery. A delete
           costs one read and two writes.
 
@@ -25,6 +25,7 @@ import enum
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +95,14 @@ class TargetTable:
         return f"{self.prefix}_expires"
 
     @property
+    def write_attr(self) -> str:
+        """A fresh token on every item the bridge writes: how its own writes are told apart in the
+        stream (an application UpdateItem keeps the token, a PutItem drops it)."""
+        return f"{self.prefix}_w"
+
+    @property
     def deleted_attr(self) -> str:
-        """On a tombstone: fingerprint of the item the bridge deleted ("" if there was none)."""
+        """On a tombstone: the fingerprints (a string set) of the items the bridge removed."""
         return f"{self.prefix}_deleted"
 
     def tombstone(self, keys: Image) -> dict[str, Any] | None:
@@ -171,32 +178,38 @@ class TargetTable:
         return to_boto_image(keys)
 
     def _cond(self, v: str | None, op: str = "<") -> dict[str, Any]:
-        """Condition on the stored version: older-or-absent (``<``), exactly ``v`` (``=``), or absent."""
+        """Condition on the stored version: older-or-absent (``<``, ``<=``), exactly ``v`` (``=``), or absent."""
         names = {"ExpressionAttributeNames": {"#v": self.version_attr}}
         if v is None:
             return {"ConditionExpression": "attribute_not_exists(#v)", **names}
-        expr = "attribute_not_exists(#v) OR #v < :v" if op == "<" else "#v = :v"
+        expr = "#v = :v" if op == "=" else f"attribute_not_exists(#v) OR #v {op} :v"
         return {"ConditionExpression": expr, **names, "ExpressionAttributeValues": {":v": {"S": v}}}
 
-    def apply(self, change: Change) -> Outcome:
+    def apply(self, change: Change, *, repair: bool = False) -> Outcome:
+        """Apply one change, last writer wins.
+
+        ``repair``: the item may carry this very version with other content (an
+        application UpdateItem keeps ``_bridge_v``): rewrite it even at an equal version.
+        """
         key = self.key_of(change)
         if change.version.origin == self.local_origin:
             self.echo_counter.add()
         v = change.version.encode()
         try:
             if change.op is Operation.PUT:
-                return self._put(change, key, v)
+                return self._put(change, key, v, "<=" if repair else "<")
             return self._delete(key, v)
         except NETWORK_ERRORS as exc:
             raise TransientApplyError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _put(self, change: Change, key: Image, v: str) -> Outcome:
+    def _put(self, change: Change, key: Image, v: str, op: str = "<") -> Outcome:
         assert change.new_image is not None
         # Bridge attributes of an upstream replica must not leak into ours.
         item = to_boto_image(self.user_item(change.new_image))
         item[self.version_attr] = {"S": v}
+        item[self.write_attr] = {"S": uuid.uuid4().hex[:16]}
         old = self._write(self.client.put_item, v, TableName=self.table, Item=item, ReturnValues="ALL_OLD",
-                          ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v))
+                          ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v, op))
         if isinstance(old, Outcome):
             return old
         if old:
@@ -206,6 +219,8 @@ class TargetTable:
                           ExpressionAttributeNames={"#v": self.version_attr}).get("Item")
         if tomb and tomb[self.version_attr]["S"] > v:
             # An older write arrived after a newer delete: undo it, unless something newer replaced it.
+            # The undo is a REMOVE in our stream too: record it as the bridge's first.
+            self._remember_deleted(key, fingerprint(from_boto_image(item)))
             self._write(self.client.delete_item, v, TableName=self.table, Key=key, **self._cond(v, "="))
             log.debug("undid a put older than its tombstone")
             return Outcome.STALE
@@ -220,29 +235,39 @@ class TargetTable:
                 return Outcome.STALE
             # The fingerprint of what we are about to delete lets our own stream reader
             # recognise this REMOVE as the bridge's (active-active: never echo it).
-            fp = fingerprint(from_boto_image(current)) if current else ""
-            tomb = dict(key)
-            tomb[self.version_attr] = {"S": v}
-            tomb[self.expires_attr] = {"N": str(int(time.time()) + self.tombstone_ttl_s)}
-            tomb[self.deleted_attr] = {"S": fp}
-            written = self._write(self.client.put_item, v, TableName=self.tombstone_table, Item=tomb,
-                                  ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v))
+            fp = fingerprint(from_boto_image(current)) if current else None
+            cond = self._cond(v)
+            update = "SET #v = :v, #e = :e"
+            values = {**cond["ExpressionAttributeValues"],
+                      ":e": {"N": str(int(time.time()) + self.tombstone_ttl_s)}}
+            if fp:
+                update += " ADD #d :d"
+                values[":d"] = {"SS": [fp]}
+            written = self._write(
+                self.client.update_item, v, TableName=self.tombstone_table, Key=key, UpdateExpression=update,
+                ConditionExpression=cond["ConditionExpression"], ExpressionAttributeValues=values,
+                ExpressionAttributeNames={"#v": self.version_attr, "#e": self.expires_attr,
+                                          **({"#d": self.deleted_attr} if fp else {})},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
             if written is Outcome.STALE:
                 return Outcome.STALE  # a newer delete was applied before
             if current is None:
                 return Outcome.DUPLICATE if written is Outcome.DUPLICATE else Outcome.APPLIED
+            if written is Outcome.DUPLICATE and fp:
+                self._remember_deleted(key, fp)  # a redelivery finishing a delete cut short by a crash
             old = self._write(self.client.delete_item, v, TableName=self.table, Key=key, ReturnValues="ALL_OLD",
                               **self._cond(held, "="))
             if isinstance(old, Outcome):
                 continue  # the item changed since we read it: decide again
             if old and fingerprint(from_boto_image(old)) != fp:
                 # an application update slipped in between read and delete: record what really went
-                self._call(self.client.update_item, TableName=self.tombstone_table, Key=key,
-                           UpdateExpression="SET #d = :d", ConditionExpression="#v = :v",
-                           ExpressionAttributeNames={"#d": self.deleted_attr, "#v": self.version_attr},
-                           ExpressionAttributeValues={":d": {"S": fingerprint(from_boto_image(old))}, ":v": {"S": v}})
+                self._remember_deleted(key, fingerprint(from_boto_image(old)))
             return Outcome.APPLIED
         raise TransientApplyError("the item kept changing while it was being deleted; will retry")
+
+    def _remember_deleted(self, key: Image, fp: str) -> None:
+        self._call(self.client.update_item, TableName=self.tombstone_table, Key=key, UpdateExpression="ADD #d :d",
+                   ExpressionAttributeNames={"#d": self.deleted_attr}, ExpressionAttributeValues={":d": {"SS": [fp]}})
 
     def _write(self, fn: Any, v: str, **kwargs: Any) -> dict[str, Any] | Outcome:
         """A conditional write: the old item (may be empty), or DUPLICATE/STALE if refused."""

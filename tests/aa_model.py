@@ -1,0 +1,190 @@
+"""A model of N active-active replicas, for property tests.
+
+What is modelled (a real DynamoDB cannot be scheduled adversarially): each replica's table,
+tombstone table and stream, with exactly the conditional-write rules of
+bridge.apply.target.TargetTable, kept in memory. What is real: the stream records handed
+to the real ``parse_record``, and the real :class:`bridge.activeactive.LoopGuard` that
+decides what to ship and what to repair. Transport queues deliver in any order, duplicate,
+and a publisher can crash and resume from an older checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.activeactive import LoopGuard, MemoryStore
+from bridge.apply.target import Outcome
+from bridge.change import Change, Image, Operation, Version, fingerprint
+from bridge.source.records import parse_record
+
+V, W, D = "_bridge_v", "_bridge_w", "_bridge_deleted"
+
+
+def user(item: Image) -> Image:
+    return {k: v for k, v in item.items() if not k.startswith("_bridge")}
+
+
+@dataclass
+class Replica:
+    name: str
+    skew: int
+    world: World
+    table: dict[str, Image] = field(default_factory=dict)
+    tombs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stream: list[dict[str, Any]] = field(default_factory=list)
+    cursor: int = 0
+    checkpoint: int = 0
+    echoes: int = 0
+    app_writes: list[int] = field(default_factory=list)  # ground truth: stream indexes the application wrote
+    guard: LoopGuard = field(init=False)
+    memory: MemoryStore = field(default_factory=MemoryStore)
+
+    def __post_init__(self) -> None:
+        self.guard = LoopGuard(self, self.name, store=self.memory)
+
+    # -- the LocalTable protocol, with TargetTable's rules --------------------------------
+    version_attr = V
+    write_attr = W
+    deleted_attr = D
+
+    def user_item(self, item: Image) -> Image:
+        return user(item)
+
+    def tombstone(self, keys: Image) -> dict[str, Any] | None:
+        t = self.tombs.get(keys["k"]["S"])
+        return {V: {"S": t["v"]}, D: {"SS": sorted(t["fps"])}} if t else None
+
+    def apply(self, change: Change, *, repair: bool = False) -> Outcome:
+        k, v = change.keys["k"]["S"], change.version.encode()
+        cur = self.table.get(k)
+        held = cur.get(V, {}).get("S") if cur else None
+        if held is not None and (held > v or (held == v and not (repair and change.op is Operation.PUT))):
+            return Outcome.DUPLICATE if held == v else Outcome.STALE
+        if change.op is Operation.PUT:
+            assert change.new_image is not None
+            self.world.seq += 1
+            new = {**user(change.new_image), V: {"S": v}, W: {"S": f"w{self.world.seq}"}}
+            self._write(k, new)
+            if cur is None:
+                tomb = self.tombs.get(k)
+                if tomb and tomb["v"] > v:  # undo an older put that arrived after a newer delete
+                    tomb["fps"].add(fingerprint(new))
+                    self._write(k, None)
+                    return Outcome.STALE
+            return Outcome.APPLIED
+        fp = fingerprint(cur) if cur else None
+        tomb = self.tombs.get(k)
+        if tomb and tomb["v"] > v:
+            return Outcome.STALE
+        dup = bool(tomb and tomb["v"] == v)
+        tomb = self.tombs.setdefault(k, {"v": v, "fps": set()})
+        tomb["v"] = v
+        if fp:
+            tomb["fps"].add(fp)
+        if cur is None:
+            return Outcome.DUPLICATE if dup else Outcome.APPLIED
+        self._write(k, None)
+        return Outcome.APPLIED
+
+    # -- writes, as the application makes them -------------------------------------------
+    def app_put(self, k: str, val: str) -> None:
+        self._write(k, {"k": {"S": k}, "val": {"S": val}}, app=True)
+
+    def app_update(self, k: str, extra: int) -> None:
+        cur = self.table.get(k)
+        new = dict(cur) if cur else {"k": {"S": k}}
+        new["extra"] = {"N": str(extra)}  # an UpdateItem keeps every other attribute, _bridge_v too
+        self._write(k, new, app=True)
+
+    def app_delete(self, k: str) -> None:
+        if k in self.table:  # deleting nothing makes no stream record
+            self._write(k, None, app=True)
+
+    def _write(self, k: str, new: Image | None, app: bool = False) -> None:
+        old = self.table.get(k)
+        if new is None:
+            self.table.pop(k, None)
+        else:
+            self.table[k] = new
+        self.world.seq += 1
+        ddb: dict[str, Any] = {"Keys": {"k": {"S": k}}, "SequenceNumber": f"{self.world.seq:021d}",
+                               "ApproximateCreationDateTime": self.world.clock + self.skew,
+                               "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        if old is not None:
+            ddb["OldImage"] = old
+        if new is not None:
+            ddb["NewImage"] = new
+        event = "REMOVE" if new is None else ("INSERT" if old is None else "MODIFY")
+        if app:
+            self.app_writes.append(len(self.stream))
+        self.stream.append({"eventName": event, "eventVersion": "1.1", "dynamodb": ddb})
+
+    # -- bridge-publish: stream -> guard -> the other replicas ----------------------------
+    def publish(self, n: int, checkpoint: bool) -> None:
+        for record in self.stream[self.cursor:self.cursor + n]:
+            change = parse_record(record, key_names=("k",), origin=self.name, shard_id="shard-0")
+            shipped = self.guard.admit(record, change)
+            if shipped is not None:
+                for other in self.world.replicas:
+                    if other is not self:
+                        self.world.queues[(self.name, other.name)].append(shipped)
+            self.cursor += 1
+        if checkpoint:
+            self.checkpoint = self.cursor
+            self.guard.commit()
+
+    def crash(self) -> None:
+        """The publisher dies; it resumes from its last checkpoint, with the memory saved with it."""
+        self.memory.rollback()
+        self.guard = LoopGuard(self, self.name, store=self.memory)
+        self.cursor = self.checkpoint
+
+    def deliver(self, change: Change) -> None:
+        if change.version.origin == self.name:
+            self.echoes += 1
+        self.apply(change)
+
+
+@dataclass
+class World:
+    names: list[str]
+    skews: list[int]
+    clock: int = 1_700_000_000
+    seq: int = 10**20
+    replicas: list[Replica] = field(default_factory=list)
+    queues: dict[tuple[str, str], list[Change]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.replicas = [Replica(n, s, self) for n, s in zip(self.names, self.skews, strict=True)]
+        self.queues = {(a.name, b.name): [] for a in self.replicas for b in self.replicas if a is not b}
+
+    def quiesce(self, rounds: int = 50) -> None:
+        """Everyone publishes and delivers everything, until nothing moves."""
+        for _ in range(rounds):
+            moved = False
+            for r in self.replicas:
+                if r.cursor < len(r.stream):
+                    r.publish(len(r.stream), checkpoint=True)
+                    moved = True
+            for (_, dst), queue in self.queues.items():
+                target = next(r for r in self.replicas if r.name == dst)
+                while queue:
+                    target.deliver(queue.pop(0))
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("replication did not quiesce")
+
+    def expected(self) -> dict[str, Image | None]:
+        """Last writer wins over every application write ever made, by (time, origin, seq)."""
+        best: dict[str, tuple[Version, Image | None]] = {}
+        for r in self.replicas:
+            for index in r.app_writes:
+                record = r.stream[index]
+                change = parse_record(record, key_names=("k",), origin=r.name, shard_id="shard-0")
+                new = record["dynamodb"].get("NewImage")
+                k = change.keys["k"]["S"]
+                if k not in best or change.version > best[k][0]:
+                    best[k] = (change.version, user(new) if new is not None else None)
+        return {k: image for k, (_, image) in best.items()}

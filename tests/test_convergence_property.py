@@ -1,0 +1,64 @@
+"""Property: active-active replicas converge to the last writer of every key, with no echo
+and no resurrection, whatever the schedule. See tests/aa_model.py for what is modelled."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.aa_model import World, user
+
+KEYS = ["a", "b", "c"]
+
+step = st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 2), st.sampled_from(KEYS), st.integers(0, 99)),
+    st.tuples(st.just("update"), st.integers(0, 2), st.sampled_from(KEYS), st.integers(0, 99)),
+    st.tuples(st.just("delete"), st.integers(0, 2), st.sampled_from(KEYS), st.just(0)),
+    st.tuples(st.just("publish"), st.integers(0, 2), st.integers(1, 4), st.booleans()),
+    st.tuples(st.just("deliver"), st.integers(0, 5), st.integers(0, 50), st.booleans()),  # any order, maybe again
+    st.tuples(st.just("crash"), st.integers(0, 2), st.just(0), st.just(0)),
+    st.tuples(st.just("tick"), st.integers(0, 1), st.just(0), st.just(0)),  # clocks move in whole seconds
+)
+
+
+def run(replicas: int, skews: list[int], steps: list[tuple[Any, ...]]) -> World:
+    world = World([f"region-{i}" for i in range(replicas)], skews[:replicas])
+    pairs = list(world.queues)
+    for kind, who, what, flag in steps:
+        r = world.replicas[who % replicas]
+        if kind == "put":
+            r.app_put(what, f"{r.name}-{flag}")
+        elif kind == "update":
+            r.app_update(what, flag)
+        elif kind == "delete":
+            r.app_delete(what)
+        elif kind == "publish":
+            r.publish(what, checkpoint=flag)
+        elif kind == "deliver":
+            queue = world.queues[pairs[who % len(pairs)]]
+            if queue:
+                change = queue[what % len(queue)] if flag else queue.pop(what % len(queue))
+                next(x for x in world.replicas if x.name == pairs[who % len(pairs)][1]).deliver(change)
+        elif kind == "crash":
+            r.crash()
+        else:
+            world.clock += who
+    world.quiesce()
+    return world
+
+
+# 1,000 schedules in every CI run; BRIDGE_PROPERTY_EXAMPLES=50000 for a long search.
+@settings(max_examples=int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "1000")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(replicas=st.integers(2, 3), skews=st.lists(st.integers(-1, 1), min_size=3, max_size=3),
+       steps=st.lists(step, max_size=60))
+def test_replicas_converge_to_the_last_writer(replicas: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
+    world = run(replicas, skews, steps)
+    expected = world.expected()
+    for r in world.replicas:
+        state = {k: user(item) for k, item in r.table.items()}
+        # converged, and to the last writer of every key (absent when a delete won: no resurrection)
+        assert state == {k: img for k, img in expected.items() if img is not None}, r.name
+        assert r.echoes == 0, f"{r.name} received its own changes back"
