@@ -61,5 +61,7 @@ def test_replication_survives_sigkill_of_both_processes(
     assert diff.identical, f"{diff.count} keys differ, e.g. {example}\n{output[-3000:]}"
     assert diff.compared > 100
     assert codes == [0, 0], output[-3000:]  # SIGTERM: finish in-flight work, checkpoint, exit 0
+    # logs at INFO carry neither secrets nor item contents
+    assert "guest:guest" not in output and "ünïcødé" not in output and "Seattle" not in output
     assert drain_failures(f"{amqp_url}?queue={unique}.dlq") == []
     assert not (tmp_path / "q").exists()

@@ -33,7 +33,7 @@ log = logging.getLogger("bridge.apply")
 def main(config_file: str | None, **flags: Any) -> None:
     """Verify, decode and apply replicated changes to the target table, last writer wins."""
     cfg = config.load(config.ApplyConfig, config_file, flags)
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_json)
     stop = stop_on_signals()
     applier = build_applier(cfg, stop)
     log.info("applying to %s from %s", cfg.target_table, applier.source.transport.url.redacted())

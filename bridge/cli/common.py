@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import orjson
 
 from bridge.errors import BridgeError
 
@@ -32,11 +33,22 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def setup_logging(level: str, json: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # Third-party debug logs can carry request bodies (item contents): keep them quiet.
     for noisy in ("botocore", "boto3", "urllib3", "amqp", "kombu"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -65,6 +77,7 @@ def common_options(fn: F) -> F:
         click.option("--until-idle", type=float, help="exit 0 once nothing new arrived for SECONDS"),
         click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                        case_sensitive=False)),
+        click.option("--log-json/--log-text", default=None, help="log one JSON object per line"),
     ]):
         fn = option(fn)
     return fn

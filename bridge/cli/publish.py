@@ -42,7 +42,7 @@ log = logging.getLogger("bridge.publish")
 def main(config_file: str | None, **flags: Any) -> None:
     """Read the source table's stream and ship signed, compressed batches to the transport."""
     cfg = config.load(config.PublishConfig, config_file, flags)
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_json)
     stop = stop_on_signals()
     publisher = build_publisher(cfg, stop)
     log.info("publishing %s (origin %s) to %s", cfg.source_table, cfg.origin_id,
