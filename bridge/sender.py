@@ -88,5 +88,7 @@ def envelope_id_for(origin: str, table: str, changes: Sequence[Change]) -> str:
     h.update(f"{origin}\0{table}".encode())
     for c in changes:
         pos = c.position
-        h.update(f"\0{pos.shard_id}:{pos.sequence_number}".encode() if pos else c.version.encode().encode())
+        # Without a stream position (scans, repairs) many changes share a version: the key tells them apart.
+        h.update(f"\0{pos.shard_id}:{pos.sequence_number}".encode() if pos
+                 else f"\0{c.version.encode()}|{c.key_token}".encode())
     return h.hexdigest()

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from bridge import hookimpl
+from bridge.errors import MessageTooLargeError
 from bridge.transport import Delivery, OutgoingMessage, Transport
 
 _queues: dict[str, deque[tuple[bytes, str, bool]]] = {}
@@ -34,6 +35,11 @@ class MemoryTransport(Transport):
         self._unacked: dict[int, tuple[bytes, str]] = {}
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        for m in messages:  # all or nothing: check every size before enqueuing any
+            if len(m.body) > self.max_message_bytes:
+                raise MessageTooLargeError(
+                    f"message {m.message_id} is {len(m.body)} bytes; memory://{self.name} takes at most"
+                    f" {self.max_message_bytes}")
         with _lock:
             q = _queue(self.name)
             q.extend((m.body, m.message_id, False) for m in messages)
