@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.compare import Difference, compare_tables
-from bridge.deadletter import FailureRecord
+from bridge.deadletter import FailureRecord, parked_url
 from bridge.plugins import open_transport
+from bridge.transport import TransportURL
 
 
 def start(module: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -25,6 +26,11 @@ def wait_identical(src: Any, dst: Any, table: str, keys: tuple[str, ...], timeou
         time.sleep(1.0)
         diff = compare_tables(src, table, dst, table, keys)
     return diff
+
+
+def no_failures_anywhere(dlq_url: str) -> list[FailureRecord]:
+    """Every failure record on a retry queue and on the parked queue beside it (both drained)."""
+    return drain_failures(dlq_url) + drain_failures(parked_url(TransportURL.parse(dlq_url)).raw)
 
 
 def drain_failures(url: str, expect: int | None = None, timeout: float = 10.0) -> list[FailureRecord]:

@@ -108,7 +108,8 @@ def test_bad_envelopes_and_changes_are_dead_lettered_never_applied(target_setup:
     assert stats.dead_lettered == 2
     assert stats.duplicate_envelopes == 1
 
-    records = drain_failures(target_setup["dlq"], expect=len(bad_envelopes) + 2)
+    # parked and quarantined records wait on the parked queue beside the retry queue
+    records = drain_failures(target_setup["dlq"] + ".parked", expect=len(bad_envelopes) + 2)
     quarantined = [r for r in records if r.kind is Kind.ENVELOPE]
     assert sorted(r.payload for r in quarantined) == sorted(bad_envelopes.values())  # original bytes kept
     assert all(r.state is State.QUARANTINED for r in quarantined)
@@ -119,8 +120,13 @@ def test_bad_envelopes_and_changes_are_dead_lettered_never_applied(target_setup:
     assert "99" in reasons[bad_envelopes["unknown version"]]
     assert "truncated" in reasons[bad_envelopes["truncated"]].lower()
 
-    changes = {Change.from_wire(orjson.loads(r.payload)).keys["user_id"]["N"] if "wrong_key" not in
-               orjson.loads(r.payload)["keys"] else "wrong": r for r in records if r.kind is Kind.CHANGE}
+    # a failed change is kept as the signed envelope it came in plus its index there
+    changes = {}
+    for r in records:
+        if r.kind is Kind.CHANGES:
+            (index,) = r.changes
+            failed = decode(r.payload, TrustStore.of(SIGNER)).changes[index]
+            changes["wrong" if "wrong_key" in failed.keys else failed.keys["user_id"]["N"]] = r
     assert set(changes) == {"5", "wrong"}
     assert changes["wrong"].state is State.PARKED and "key schema mismatch" in changes["wrong"].message
     assert changes["5"].state is State.PARKED and changes["5"].envelope_id == "poison"
@@ -190,7 +196,7 @@ def test_malformed_stream_records_are_parked_and_the_rest_published(amqp_url: st
     published = [c.keys["user_id"]["N"] for b in batches for c in b.changes]
     assert published == ["1", "5"]
 
-    parked = drain_failures(f"{amqp_url}?queue={unique}.dlq", expect=3)
+    parked = drain_failures(f"{amqp_url}?queue={unique}.dlq.parked", expect=3)
     assert [r.kind for r in parked] == [Kind.RECORD] * 3
     assert [orjson.loads(r.payload) for r in parked] == records[1:4]  # the original record, whole
     messages = " | ".join(r.message for r in parked)
@@ -213,6 +219,7 @@ def test_change_too_large_for_the_transport_is_parked_not_sent(tmp_path: Path) -
     sent = [c.keys["user_id"]["N"] for d in transport.receive(10, 1)
             for c in decode(d.body, TrustStore.of(SIGNER)).changes]
     assert sent == ["1", "3"]
-    (parked,) = [FailureRecord.decode(d.body) for d in dlq.receive(10, 1)]
+    parked_queue = open_transport(url + "-dlq.parked", "dlq")
+    (parked,) = [FailureRecord.decode(d.body) for d in parked_queue.receive(10, 1)]
     assert parked.error == "MessageTooLargeError" and "4096" in parked.message
     assert Change.from_wire(orjson.loads(parked.payload)).keys == key(2)

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.envelope import keygen
 from bridge.workload import Workload, create_table, run_op
-from tests.helpers import drain_failures, start, wait_identical
+from tests.helpers import no_failures_anywhere, start, wait_identical
 
 KEYS = ("tenant", "user_id")
 
@@ -63,5 +63,5 @@ def test_replication_survives_sigkill_of_both_processes(
     assert codes == [0, 0], output[-3000:]  # SIGTERM: finish in-flight work, checkpoint, exit 0
     # logs at INFO carry neither secrets nor item contents
     assert "guest:guest" not in output and "ünïcødé" not in output and "Seattle" not in output
-    assert drain_failures(f"{amqp_url}?queue={unique}.dlq") == []
+    assert no_failures_anywhere(f"{amqp_url}?queue={unique}.dlq") == []
     assert not (tmp_path / "q").exists()

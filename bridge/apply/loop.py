@@ -1,8 +1,12 @@
-"""The apply loop: receive -> verify/decode -> dedupe -> apply per key -> park failures -> ack.
+"""The apply loop: receive -> verify/decode -> dedupe -> apply per change -> park failures -> ack.
 
 Nothing is acked before each of its changes was applied, found duplicate or stale, or
-safely parked on the dead-letter queue. Changes to different keys are applied in
-parallel; changes to one key keep their order.
+safely parked on a dead-letter queue. Changes to different keys are applied in
+parallel; changes to one key keep their order. Each change is applied and judged on
+its own: one that fails is parked (with the signed envelope it came in and its index
+there) while every other change of its envelope is applied exactly once. Between
+batches, :class:`~bridge.apply.retry.RetryLoop` re-attempts parked transient failures
+when they are due.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
-import orjson
-
+from bridge.apply.retry import Failed, RetryLoop, RetryPolicy, failure_records, reattempt
 from bridge.apply.target import Outcome, TargetTable
 from bridge.change import Change
 from bridge.deadletter import FailureRecord, Kind, Parker, State
@@ -26,6 +30,7 @@ from bridge.transport import Delivery
 from bridge.transport.reliable import Backoff, ReliableTransport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,9 +40,12 @@ class ApplyStats:
     applied: int = 0
     duplicates: int = 0
     stale: int = 0
-    retries: int = 0
-    dead_lettered: int = 0
-    quarantined: int = 0
+    retries: int = 0  # in-place retries of transient errors
+    dead_lettered: int = 0  # changes the first attempt could not apply
+    quarantined: int = 0  # envelopes that failed verification or decoding
+    retried: int = 0  # changes re-attempted from the dead-letter queue
+    recovered: int = 0  # of those, applied (or found already there)
+    parked: int = 0  # changes given up on: permanent errors, retries exhausted
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -46,12 +54,74 @@ class ApplyStats:
 OnApplied = Callable[[Change, Outcome], None]
 
 
-@dataclass(frozen=True)
-class _Failed:
-    change: Change
-    batch: Batch
-    error: ApplyError
-    attempts: int
+class ChangeApplier:
+    """Applies changes through the target, per key in order, keys in parallel.
+
+    Transient errors are retried in place a few times with jittered backoff; whatever
+    still fails is returned, one :class:`Failed` per change, for the caller to park.
+    An unexpected exception from one change is that change's permanent failure: it
+    never takes down the loop or the other changes.
+    """
+
+    def __init__(self, target: TargetTable, stats: ApplyStats, *, workers: int = 8, transient_retries: int = 4,
+                 backoff: Backoff = Backoff(initial_s=0.1, max_s=2.0), on_applied: OnApplied | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.target = target
+        self.stats = stats
+        self.transient_retries = transient_retries
+        self.backoff = backoff
+        self.on_applied = on_applied
+        self.stop = stop or threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
+        self._lock = threading.Lock()
+
+    def apply(self, items: Sequence[tuple[Change, T]]) -> list[Failed[T]]:
+        by_key: dict[str, list[tuple[Change, T]]] = {}
+        for change, tag in items:
+            by_key.setdefault(change.key_token, []).append((change, tag))
+        failures: list[Failed[T]] = []
+        for result in self._pool.map(self._apply_key, by_key.values()):
+            failures.extend(result)
+        return failures
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    def _apply_key(self, items: list[tuple[Change, T]]) -> list[Failed[T]]:
+        failures: list[Failed[T]] = []
+        for change, tag in items:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    outcome = self._apply_one(change)
+                except TransientApplyError as exc:
+                    if attempt <= self.transient_retries and not self.stop.is_set():
+                        self.count("retries")
+                        time.sleep(self.backoff.delay(attempt))
+                        continue
+                    failures.append(Failed(tag, change, exc, attempt))
+                except ApplyError as exc:
+                    failures.append(Failed(tag, change, exc, attempt))
+                else:
+                    self.count(outcome_counter(outcome))
+                    if self.on_applied is not None:
+                        self.on_applied(change, outcome)
+                break
+        return failures
+
+    def _apply_one(self, change: Change) -> Outcome:
+        try:
+            return self.target.apply(change)
+        except ApplyError:
+            raise
+        except Exception as exc:  # e.g. a B value that is not base64: this change's problem only
+            log.warning("change could not be applied (%s: %s); parking it", type(exc).__name__, exc)
+            raise PermanentApplyError(f"unexpected {type(exc).__name__}: {exc}") from exc
 
 
 class Applier:
@@ -66,6 +136,8 @@ class Applier:
         batch_messages: int = 16,
         transient_retries: int = 4,
         retry_backoff: Backoff = Backoff(initial_s=0.1, max_s=2.0),
+        retry_policy: RetryPolicy | None = None,
+        retry_queue: ReliableTransport | None = None,
         on_applied: OnApplied | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -74,66 +146,88 @@ class Applier:
         self.trust = trust
         self.parker = parker
         self.batch_messages = batch_messages
-        self.transient_retries = transient_retries
-        self.retry_backoff = retry_backoff
-        self.on_applied = on_applied
+        self.policy = retry_policy or RetryPolicy()
         self.stop = stop or threading.Event()
         self.stats = ApplyStats()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
+        self.changes = ChangeApplier(target, self.stats, workers=workers, transient_retries=transient_retries,
+                                     backoff=retry_backoff, on_applied=on_applied, stop=self.stop)
+        self.retry: RetryLoop | None = None
+        if retry_queue is None and parker.dlq is not None:
+            retry_queue = RetryLoop.open_queue(parker.dlq, self.stop)
+        if retry_queue is not None:
+            self.retry = RetryLoop(retry_queue, parker, self.policy, self._reattempt, self.changes.count,
+                                   stop=self.stop)
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent envelope ids
         self._seen_max = 10_000
-        self._lock = threading.Lock()
 
     def run(self, until_idle: float | None = None) -> ApplyStats:
-        """Apply until stopped, or until nothing arrived for ``until_idle`` seconds."""
+        """Apply until stopped, or until idle: nothing arrived for ``until_idle`` seconds and
+        no dead-letter re-attempt is due within that time (later ones wait for the next run)."""
         last_activity = time.monotonic()
         try:
             while not self.stop.is_set():
-                deliveries = self.source.receive(self.batch_messages, timeout=0.5)
+                wait = 0.5
+                if self.retry is not None:
+                    if self.retry.due():
+                        self.retry.sweep()
+                    wait = max(0.0, min(wait, self.retry.seconds_until_due()))
+                deliveries = self.source.receive(self.batch_messages, timeout=wait)
                 if deliveries:
                     self.process(deliveries)
                     last_activity = time.monotonic()
-                elif until_idle is not None and time.monotonic() - last_activity >= until_idle:
+                elif until_idle is not None and time.monotonic() - last_activity >= until_idle and (
+                        self.retry is None or not self.retry.pending_within(until_idle)):
                     break
         finally:
-            self._pool.shutdown(wait=True)
+            self.changes.shutdown()
+        log.info("apply totals: %s", ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items() if v))
         return self.stats
 
     def close(self) -> None:
         self.source.close()
+        if self.retry is not None:
+            self.retry.close()
         self.parker.close()
 
     def process(self, deliveries: list[Delivery]) -> None:
         batches: list[tuple[Delivery, Batch | None]] = []
+        records: list[FailureRecord] = []
         in_flight: set[str] = set()
         for delivery in deliveries:
-            batch = self._decode(delivery, in_flight)
+            batch = self._decode(delivery, in_flight, records)
             if batch is not None:
                 in_flight.add(batch.envelope_id)
             batches.append((delivery, batch))
-        by_key: dict[str, list[tuple[Change, Batch]]] = {}
-        for _, batch in batches:
-            if batch is None:
-                continue
-            for change in batch.changes:
-                by_key.setdefault(change.key_token, []).append((change, batch))
-        failures: list[_Failed] = []
-        for result in self._pool.map(self._apply_key, by_key.values()):
-            failures.extend(result)
+        items = [(change, (n, index)) for n, (_, batch) in enumerate(batches) if batch is not None
+                 for index, change in enumerate(batch.changes)]
+        failures = self.changes.apply(items)
+        by_envelope: dict[int, list[tuple[int, ApplyError]]] = {}
         for failed in failures:
-            self._park_change(failed)
+            n, index = failed.tag
+            by_envelope.setdefault(n, []).append((index, failed.error))
+        for n, failed_changes in by_envelope.items():
+            delivery, batch = batches[n]
+            assert batch is not None
+            records.extend(failure_records(delivery.body, batch, failed_changes, self.policy))
+        self.changes.count("dead_lettered", len(failures))
+        self.changes.count("parked", sum(len(r.changes) for r in records
+                                         if r.kind is Kind.CHANGES and r.state is State.PARKED))
+        if records:
+            self.parker.park_all(records)
+            if self.retry is not None:
+                self.retry.note(records)
         for delivery, batch in batches:
             if batch is not None:
                 self._remember(batch.envelope_id)
             self.source.ack(delivery)
 
-    def _decode(self, delivery: Delivery, in_flight: set[str]) -> Batch | None:
+    def _decode(self, delivery: Delivery, in_flight: set[str], records: list[FailureRecord]) -> Batch | None:
         try:
             batch = decode(delivery.body, self.trust)
         except DecodeError as exc:
             self.stats.quarantined += 1
-            self.parker.park(FailureRecord.from_exception(
-                Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=delivery.message_id))
+            records.append(FailureRecord.from_exception(
+                Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=_printable(delivery.message_id)))
             return None
         self.stats.envelopes += 1
         if batch.envelope_id in self._seen or batch.envelope_id in in_flight:
@@ -149,42 +243,18 @@ class Applier:
         while len(self._seen) > self._seen_max:
             self._seen.popitem(last=False)
 
-    def _apply_key(self, items: list[tuple[Change, Batch]]) -> list[_Failed]:
-        failures = []
-        for change, batch in items:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    outcome = self.target.apply(change)
-                except TransientApplyError as exc:
-                    if attempt <= self.transient_retries and not self.stop.is_set():
-                        self._count("retries")
-                        time.sleep(self.retry_backoff.delay(attempt))
-                        continue
-                    failures.append(_Failed(change, batch, exc, attempt))
-                except PermanentApplyError as exc:
-                    failures.append(_Failed(change, batch, exc, attempt))
-                else:
-                    self._count(outcome_counter(outcome))
-                    if self.on_applied is not None:
-                        self.on_applied(change, outcome)
-                break
-        return failures
+    def _reattempt(self, record: FailureRecord) -> list[FailureRecord]:
+        result = reattempt(record, self.trust, self.changes.apply, self.policy)
+        for name in ("retried", "recovered", "quarantined", "parked"):
+            self.changes.count(name, getattr(result, "attempted" if name == "retried" else name))
+        return result.records
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            setattr(self.stats, name, getattr(self.stats, name) + 1)
 
-    def _park_change(self, failed: _Failed) -> None:
-        change, batch = failed.change, failed.batch
-        state = State.RETRYING if isinstance(failed.error, TransientApplyError) else State.PARKED
-        position = (change.position.shard_id, change.position.sequence_number) if change.position else None
-        self.stats.dead_lettered += 1
-        self.parker.park(FailureRecord.from_exception(
-            Kind.CHANGE, state, failed.error, orjson.dumps(change.to_wire()), attempts=failed.attempts,
-            origin=batch.origin, table=batch.table, position=position, envelope_id=batch.envelope_id,
-        ))
+def _printable(message_id: str | None) -> str | None:
+    """A broker message id is unauthenticated input: keep it short and printable."""
+    if message_id is None:
+        return None
+    return "".join(c if c.isprintable() else "?" for c in message_id[:128])
 
 
 def outcome_counter(outcome: Outcome) -> str:
