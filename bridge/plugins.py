@@ -66,6 +66,20 @@ def _disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+def _unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> str | None:
+    """What is wrong with the plugin's hook implementations (none, or ones no hookspec has)."""
+    known = sorted(name for name in dir(hookspecs) if name.startswith("bridge_"))
+    callers = manager.get_hookcallers(plugin) or []
+    if not callers:
+        return f"implements no hook: decorate its {' / '.join(known)} with @bridge.hookimpl"
+    names = sorted(caller.name for caller in callers if not caller.has_spec())
+    if not names:
+        return None
+    hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, known, n=1)) else repr(n)
+             for n in names]
+    return f"implements unknown hook {', '.join(hints)}; the hooks are {', '.join(known)}"
+
+
 def build_plugin_set() -> PluginSet:
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
@@ -85,10 +99,19 @@ def build_plugin_set() -> PluginSet:
             info.disabled = True
             continue
         try:
-            manager.register(ep.load(), name=ep.name)
+            plugin = ep.load()
+            manager.register(plugin, name=ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
             info.error = f"{type(exc).__name__}: {exc}"
             log.warning("plugin %s failed to load: %s", ep.name, info.error)
+            continue
+        unknown = _unknown_hooks(manager, plugin)
+        if unknown:
+            # A misspelt hook (bridge_transport) would otherwise fail check_pending() for
+            # every plugin: report it on this one and leave it out.
+            manager.unregister(plugin)
+            info.error = unknown
+            log.warning("plugin %s left out: %s", ep.name, unknown)
     for impl in manager.hook.bridge_transports.get_hookimpls():
         info = by_name.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name, "?", "?"))
         try:

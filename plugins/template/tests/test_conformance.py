@@ -1,0 +1,34 @@
+"""The ddb-bridge transport conformance kit against a real myq broker."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.testing import TransportContract
+
+BROKER = ("127.0.0.1", 7000)  # TODO: where your local test broker listens
+
+
+@pytest.fixture(scope="module")
+def broker() -> tuple[str, int]:
+    # TODO: connect with your client library instead, and keep the connection for cleanup.
+    try:
+        socket.create_connection(BROKER, timeout=2).close()
+    except OSError as exc:
+        pytest.skip(f"no myq broker on {BROKER}: {exc}")
+    return BROKER
+
+
+class TestMyQTransport(TransportContract):
+    # TODO (docs: "Run the conformance kit"): the upper bound for a crashed consumer's
+    # deliveries to come back, as your transport_url configures it.
+    redelivery_timeout = 30.0
+
+    @pytest.fixture
+    def transport_url(self, broker: tuple[str, int], unique_destination: str) -> Iterator[str]:
+        host, port = broker
+        yield f"myq://{host}:{port}/{unique_destination}"
+        # TODO: delete the destination and its dead-letter twin (unique_destination + ".dlq").
