@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SEQ_DIGITS = 40
+LONG_SEQ_DIGITS = 129  # Kinesis Data Streams: 0|[1-9][0-9]{0,128}
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 
@@ -59,12 +60,20 @@ class CheckpointStore(Protocol):
 
 
 def sortable_sequence(sequence_number: str) -> str:
-    """The sequence number left-padded to 40 digits, so string order is numeric order."""
-    if not (sequence_number.isascii() and sequence_number.isdigit() and len(sequence_number) <= SEQ_DIGITS):
+    """The sequence number left-padded to 40 digits, so string order is numeric order.
+
+    Kinesis sequence numbers are longer (56 digits today, up to 129): those are padded to 129
+    digits behind a ``~``, which sorts after every digit, so they stay above every 40-digit one
+    (as they are numerically) and stored 40-digit values keep their meaning.
+    """
+    if not (sequence_number.isascii() and sequence_number.isdigit() and len(sequence_number) <= LONG_SEQ_DIGITS):
         raise ValueError(
-            f"sequence number must be 1-{SEQ_DIGITS} decimal digits, got {sequence_number!r:.60}"
+            f"sequence number must be 1-{LONG_SEQ_DIGITS} decimal digits, got {sequence_number!r:.60}"
         )
-    return sequence_number.zfill(SEQ_DIGITS)
+    significant = sequence_number.lstrip("0") or "0"
+    if len(significant) <= SEQ_DIGITS:
+        return significant.zfill(SEQ_DIGITS)
+    return "~" + significant.zfill(LONG_SEQ_DIGITS)
 
 
 def later_sequence(a: str | None, b: str | None) -> str | None:
