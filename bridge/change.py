@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -102,14 +102,27 @@ class Change:
 
     @classmethod
     def from_wire(cls, wire: Any) -> Change:
-        """Inverse of :meth:`to_wire`; raises ``ValueError`` naming the bad field."""
+        """Inverse of :meth:`to_wire`; raises ``ValueError`` naming the bad field.
+
+        The applier decodes every change it receives here. The frozen dataclasses'
+        ``__init__`` (an ``object.__setattr__`` call per field) cost about as much as all the
+        checks, so this path fills the slots directly, after the same checks ``__post_init__``
+        makes. ``docs/benchmarks.md`` has the profile.
+        """
         if not isinstance(wire, dict):
             raise ValueError(f"change must be an object, got {type(wire).__name__}")
         try:
-            op = Operation(wire["op"])
+            raw_op = wire["op"]
+            op = _OPERATIONS.get(raw_op) if type(raw_op) is str else None
+            if op is None:
+                op = Operation(raw_op)  # raises the enum's own "... is not a valid Operation"
             keys = wire["keys"]
             ts, origin, seq = wire["v"]
-            version = Version(int(ts), str(origin), int(seq))
+            version = _new_object(Version)
+            set_ts, set_origin, set_seq = _VERSION_SLOTS
+            set_ts(version, int(ts))
+            set_origin(version, str(origin))
+            set_seq(version, int(seq))
             new = wire.get("new")
             pos = wire.get("pos")
         except (KeyError, TypeError) as exc:
@@ -117,8 +130,27 @@ class Change:
         check_image(keys, "keys")
         if new is not None:
             check_image(new, "new")
-        position = Position(str(pos[0]), str(pos[1])) if pos else None
-        return cls(keys, op, version, new, position, bool(wire.get("svc", False)))
+        position = None
+        if pos:
+            position = _new_object(Position)
+            set_shard, set_sequence = _POSITION_SLOTS
+            set_shard(position, str(pos[0]))
+            set_sequence(position, str(pos[1]))
+        by_service = bool(wire.get("svc", False))
+        if cls is not Change:  # a subclass may add checks of its own
+            return cls(keys, op, version, new, position, by_service)
+        if op is Operation.PUT and new is None:
+            raise ValueError("a put needs a new image")
+        change = _new_object(Change)
+        set_keys, set_op, set_version, set_new, set_position, set_svc, set_token = _CHANGE_SLOTS
+        set_keys(change, keys)
+        set_op(change, op)
+        set_version(change, version)
+        set_new(change, new)
+        set_position(change, position)
+        set_svc(change, by_service)
+        set_token(change, key_token(keys))
+        return change
 
 
 def key_token(keys: Image) -> str:
@@ -126,11 +158,35 @@ def key_token(keys: Image) -> str:
     return digest.hexdigest()
 
 
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    # from_wire fills every field positionally: a field added to the class must be added there too.
+    if tuple(f.name for f in fields(cls)) != names:
+        raise RuntimeError(f"{cls.__name__}'s fields changed: update Change.from_wire, which sets them")
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+# Frozen dataclasses set each field through object.__setattr__; the slots' own descriptors
+# do the same store several times faster. Only the decode path (from_wire) uses these.
+_new_object = object.__new__
+_CHANGE_SLOTS = _slot_setters(Change, ("keys", "op", "version", "new_image", "position", "by_service", "_key_token"))
+_VERSION_SLOTS = _slot_setters(Version, ("ts_us", "origin", "seq"))
+_POSITION_SLOTS = _slot_setters(Position, ("shard_id", "sequence_number"))
+_OPERATIONS = {op.value: op for op in Operation}
+
+
 def check_image(image: Any, where: str) -> None:
     """Raise ``ValueError`` if ``image`` is not a map of typed DynamoDB values."""
     if not isinstance(image, dict):
         raise ValueError(f"{where}: expected a map of attributes, got {type(image).__name__}")
     for name, value in image.items():
+        # Inline fast path for the bulk of every image, an exact {"S"|"N"|"B": str}; anything
+        # else (sets, maps, lists, subclasses, and every error) takes the full check.
+        # Plain lookups, no items() view or tuple: allocations here would trigger the cyclic
+        # GC, which then walks every object the JSON parser just made.
+        if type(value) is dict and len(value) == 1:
+            inner = value.get("S") or value.get("N") or value.get("B")
+            if type(inner) is str:
+                continue
         _check_value(value, f"{where}.{name}")
 
 
