@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "BRIDGE_"
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+_PROXY = r"^https?://[^\s]+$"
 
 
 class _Common(BaseModel):
@@ -29,6 +31,10 @@ class _Common(BaseModel):
     until_idle: float | None = Field(None, ge=0, description="exit 0 once nothing arrived for this many seconds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    # Every AWS call of the source/target side (transports take their own from their URL).
+    aws_connect_timeout: float = Field(5.0, gt=0, description="seconds to open a connection to an AWS endpoint")
+    aws_read_timeout: float = Field(30.0, gt=0, description="seconds to wait for an AWS response")
+    aws_max_attempts: int = Field(10, ge=1, le=100, description="attempts per AWS call (botocore adaptive retries)")
 
     @field_validator("transport", "dead_letter")
     @classmethod
@@ -48,6 +54,12 @@ class PublishConfig(_Common):
     source_region: str
     source_endpoint: str | None = None
     source_profile: str | None = None
+    source_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="role to assume (STS) for the source")
+    source_external_id: str | None = Field(None, min_length=2, max_length=1224)
+    source_proxy: str | None = Field(None, pattern=_PROXY, description="HTTP(S) proxy for the source side's AWS calls")
+    source_ssm_access_key_param: str | None = Field(None, description="SSM parameter holding the access key id")
+    source_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
+    source_ssm_region: str | None = Field(None, description="region of those SSM parameters (local side)")
     origin: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]+$",
                                description="name of this replica in versions (default: source_region)")
     timestamp_attribute: str | None = Field(None, description="application attribute holding the write time")
@@ -66,6 +78,12 @@ class PublishConfig(_Common):
     attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                   description="active-active: as bridge-apply's setting on this table")
     tombstone_table: str | None = Field(None, description="active-active: as bridge-apply's setting on this table")
+    # Bootstrap: copy the items the table already holds (docs/bootstrap.md).
+    bootstrap: bool = Field(False, description="copy existing items (parallel scan), then go on with the stream")
+    bootstrap_force: bool = Field(False, description="copy again even if an earlier bootstrap completed")
+    bootstrap_segments: int = Field(8, ge=1, le=1_000_000, description="parallel scan segments (resume units)")
+    bootstrap_rcu: float | None = Field(None, gt=0, description="read capacity units per second for the scan")
+    bootstrap_page_items: int | None = Field(None, ge=1, le=100_000, description="items per scan page")
 
     @property
     def origin_id(self) -> str:
@@ -77,6 +95,12 @@ class ApplyConfig(_Common):
     target_region: str
     target_endpoint: str | None = None
     target_profile: str | None = None
+    target_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="role to assume (STS) for the target")
+    target_external_id: str | None = Field(None, min_length=2, max_length=1224)
+    target_proxy: str | None = Field(None, pattern=_PROXY, description="HTTP(S) proxy for the target side's AWS calls")
+    target_ssm_access_key_param: str | None = Field(None, description="SSM parameter holding the access key id")
+    target_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
+    target_ssm_region: str | None = Field(None, description="region of those SSM parameters (local side)")
     trusted_keys: Path
     attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     tombstone_table: str | None = None
@@ -86,6 +110,18 @@ class ApplyConfig(_Common):
                                description="this replica's origin name, to count echo traffic (default: target_region)")
     workers: int = Field(8, ge=1, le=256)
     prefetch: int = Field(16, ge=1, le=1000)
+    # Dead-letter retries (docs/dead-letters.md): in place first, then from the retry queue.
+    transient_retries: int = Field(4, ge=0, le=20, description="in-place retries of a throttled/timed-out write")
+    retry_max_attempts: int = Field(20, ge=1, le=1000, description="attempts before a failing change is parked")
+    retry_max_age: float = Field(86_400, gt=0, description="seconds after the first failure a change is parked")
+    retry_initial_delay: float = Field(10, gt=0, description="seconds before the first re-attempt (then doubling)")
+    retry_max_delay: float = Field(900, gt=0, description="longest wait between two re-attempts, seconds")
+
+    @model_validator(mode="after")
+    def _retry_delays(self) -> ApplyConfig:
+        if self.retry_max_delay < self.retry_initial_delay:
+            raise ValueError("retry_max_delay must be at least retry_initial_delay")
+        return self
 
     @model_validator(mode="after")
     def _prefix(self) -> ApplyConfig:

@@ -5,25 +5,33 @@ Shared by the CLI, the demo and the tests, so all three run the same objects.
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 
 from bridge.activeactive import LoopGuard, SqliteStore
 from bridge.apply.loop import Applier, OnApplied
+from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide
+from bridge.bootstrap import Bootstrap
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.deadletter import Parker
 from bridge.envelope import Compression, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError
 from bridge.plugins import open_transport
 from bridge.publish import BatchLimits, Publisher
+from bridge.scan_progress import open_scan_progress
+from bridge.sender import Sender
 from bridge.source.checkpoints import open_checkpoint_store
 from bridge.source.streams import StreamReader
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
+
+log = logging.getLogger(__name__)
 
 
 def _transports(url: str, dead_letter: str | None, role: str,
@@ -32,6 +40,15 @@ def _transports(url: str, dead_letter: str | None, role: str,
     dlq_url = TransportURL.parse(dead_letter) if dead_letter else main.dead_letter_url()
     dlq = open_transport(dlq_url, "dlq")
     return ReliableTransport(main, stop=stop), ReliableTransport(dlq, stop=stop)
+
+
+def aws_side(cfg: PublishConfig | ApplyConfig, which: str, **extra: Any) -> AwsSide:
+    """The source or target side's AWS settings (``source_*`` / ``target_*``, ``aws_*``)."""
+    values = {name.removeprefix(f"{which}_"): value for name, value in cfg.model_dump().items()
+              if name.startswith(f"{which}_")}
+    values["endpoint_url"] = values.pop("endpoint", None)
+    return AwsSide.from_params(values, what=f"{which} side", connect_timeout=cfg.aws_connect_timeout,
+                               read_timeout=cfg.aws_read_timeout, max_attempts=cfg.aws_max_attempts, **extra)
 
 
 def describe_source(client: Any, table: str, *, old_images: bool = False) -> tuple[tuple[str, ...], str]:
@@ -60,7 +77,7 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 
 def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False) -> Publisher:
     signer = Signer.from_file(cfg.signing_key)
-    side = AwsSide(cfg.source_region, cfg.source_endpoint, cfg.source_profile)
+    side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table,
                                             old_images=cfg.active_active)
     store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"))
@@ -85,8 +102,7 @@ def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: b
 
 def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
     trust = TrustStore.load(cfg.trusted_keys)
-    side = AwsSide(cfg.target_region, cfg.target_endpoint, cfg.target_profile,
-                   max_pool_connections=max(10, cfg.workers + 2))
+    side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))
     target = TargetTable.open(
         side.client("dynamodb"), cfg.target_table, prefix=cfg.attribute_prefix,
         tombstone_table=cfg.tombstone_table, tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
@@ -94,4 +110,39 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
     )
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop)
     return Applier(transport, target, trust, Parker(dlq, cfg.quarantine_dir), workers=cfg.workers,
-                   batch_messages=cfg.prefetch, on_applied=on_applied, stop=stop)
+                   batch_messages=cfg.prefetch, on_applied=on_applied, stop=stop,
+                   transient_retries=cfg.transient_retries, retry_policy=RetryPolicy(
+                       cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay))
+
+
+def build_sender(transport_url: str, dead_letter: str | None, signer: Signer, quarantine_dir: Path, *,
+                 origin: str, table: str, stop: threading.Event, compression: str = "zstd") -> Sender:
+    """A sender of its own (connections included): the bootstrap's worker threads and ``verify --repair``."""
+    transport, dlq = _transports(transport_url, dead_letter, "publish", stop)
+    return Sender(transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table,
+                  compression=Compression(compression))
+
+
+def build_bootstrap(cfg: PublishConfig, stop: threading.Event) -> tuple[Publisher, Bootstrap]:
+    """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
+    if cfg.start_position == "latest":
+        log.info("--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
+                 " while the copy runs is missed")
+    publisher = build_publisher(cfg.model_copy(update={"start_position": "trim-horizon"}), stop)
+    signer = Signer.from_file(cfg.signing_key)
+    side = aws_side(cfg, "source")
+    client = side.client("dynamodb")
+
+    def make_sender() -> Sender:
+        return build_sender(cfg.transport, cfg.dead_letter, signer, cfg.quarantine_dir, origin=cfg.origin_id,
+                            table=cfg.source_table, stop=stop, compression=cfg.compression)
+
+    bootstrap = Bootstrap(
+        client, cfg.source_table, publisher.key_names, open_scan_progress(cfg.checkpoint, lambda: client),
+        make_sender, origin=cfg.origin_id, timestamp_attribute=cfg.timestamp_attribute,
+        version_attribute=f"{cfg.attribute_prefix}_v" if cfg.active_active else None,
+        segments=cfg.bootstrap_segments, rcu=cfg.bootstrap_rcu, page_items=cfg.bootstrap_page_items,
+        limits=BatchLimits(cfg.batch_max_changes, cfg.batch_max_bytes, cfg.batch_max_wait),
+        force=cfg.bootstrap_force, stop=stop,
+    )
+    return publisher, bootstrap

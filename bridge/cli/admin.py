@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from bridge import __version__, config
 from bridge.cli.common import handled
+from bridge.cli.dlq import dlq
 from bridge.errors import ConfigError
 from bridge.transport import TransportURL
 
@@ -60,19 +62,29 @@ def demo(changes: int, transport: str | None, seed: int, rate: float, bidirectio
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@handled
 def plugins(as_json: bool) -> None:
-    """List installed transport plugins, their package, version and URL schemes."""
+    """List installed transport plugins, their package, version and URL schemes.
+
+    A plugin that failed to load is listed with its error, the others still load, and
+    the command exits 4. BRIDGE_DISABLE_PLUGINS=name,... blocks plugins (shown as disabled).
+    """
+    from bridge.errors import PluginError
     from bridge.plugins import plugin_set
 
     infos = plugin_set().infos
     if as_json:
         click.echo(orjson.dumps([i.__dict__ for i in infos], option=orjson.OPT_INDENT_2).decode())
-        return
-    table = Table("plugin", "package", "version", "schemes", "status")
-    for i in infos:
-        status = "disabled" if i.disabled else (f"[red]error: {i.error}[/]" if i.error else "ok")
-        table.add_row(i.name, i.package, i.version, ", ".join(i.schemes), status)
-    Console().print(table)
+    else:
+        table = Table("plugin", "package", "version", "schemes")
+        table.add_column("status", overflow="fold")  # an error message is folded, never cut
+        for i in infos:
+            status = "disabled" if i.disabled else (f"[red]error: {i.error}[/]" if i.error else "ok")
+            table.add_row(i.name, i.package, i.version, ", ".join(i.schemes), status)
+        Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
+    broken = [i.name for i in infos if i.error]
+    if broken:
+        raise PluginError(f"{len(broken)} plugin(s) failed to load: {', '.join(broken)}")
 
 
 @main.command("check-config")
@@ -95,6 +107,15 @@ def check_config(path: str, kind: str) -> None:
     for key, value in cfg.model_dump(mode="json").items():
         shown = TransportURL.parse(value).redacted() if key in ("transport", "dead_letter") and value else value
         click.echo(f"  {key}: {shown}")  # never print a broker password
+
+
+main.add_command(dlq)
+from bridge.cli.verify import verify  # noqa: E402 - registered last, beside its command
+
+main.add_command(verify)
+from bridge.cli.bench import bench  # noqa: E402 - registered last, beside its command
+
+main.add_command(bench)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import click
 import orjson
 
 from bridge import config
+from bridge.bootstrap import run_alongside
 from bridge.cli.common import common_options, handled, setup_logging, stop_on_signals
-from bridge.wiring import build_publisher
+from bridge.wiring import build_bootstrap, build_publisher
 
 log = logging.getLogger("bridge.publish")
 
@@ -21,6 +22,15 @@ log = logging.getLogger("bridge.publish")
 @click.option("--source-region", help="region of the source table")
 @click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
 @click.option("--source-profile", help="AWS profile for the source side")
+@click.option("--source-role-arn", help="IAM role to assume (STS) for the source side")
+@click.option("--source-external-id", help="external id for assuming --source-role-arn")
+@click.option("--source-proxy", help="HTTP(S) proxy URL for the source side's AWS calls")
+@click.option("--source-ssm-access-key-param", help="SSM parameter holding the source side's access key id")
+@click.option("--source-ssm-secret-key-param", help="SSM parameter holding the source side's secret key")
+@click.option("--source-ssm-region", help="region of those SSM parameters (read with this machine's credentials)")
+@click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)")
+@click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)")
+@click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)")
 @click.option("--origin", help="this replica's name in versions (default: source region)")
 @click.option("--timestamp-attribute", help="application attribute holding the write time")
 @click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")
@@ -37,6 +47,12 @@ log = logging.getLogger("bridge.publish")
               help="the source table is also written by bridge-apply (two-way replication)")
 @click.option("--attribute-prefix", help="active-active: bridge-apply's attribute prefix on this table")
 @click.option("--tombstone-table", help="active-active: bridge-apply's tombstone table for this table")
+@click.option("--bootstrap/--no-bootstrap", default=None,
+              help="first copy the items the table holds (resumable parallel scan), then go on with the stream")
+@click.option("--bootstrap-force", is_flag=True, default=None, help="copy again although a bootstrap completed")
+@click.option("--bootstrap-segments", type=int, help="parallel scan segments (default 8)")
+@click.option("--bootstrap-rcu", type=float, help="read capacity units per second the copy may use (default: no limit)")
+@click.option("--bootstrap-page-items", type=int, help="items per scan page (default: DynamoDB's 1 MB pages)")
 @common_options
 @handled
 def main(config_file: str | None, **flags: Any) -> None:
@@ -44,15 +60,20 @@ def main(config_file: str | None, **flags: Any) -> None:
     cfg = config.load(config.PublishConfig, config_file, flags)
     setup_logging(cfg.log_level, cfg.log_json)
     stop = stop_on_signals()
-    publisher = build_publisher(cfg, stop)
+    publisher, bootstrap = build_bootstrap(cfg, stop) if cfg.bootstrap else (build_publisher(cfg, stop), None)
     log.info("publishing %s (origin %s) to %s", cfg.source_table, cfg.origin_id,
              publisher.sender.transport.transport.url.redacted())
     try:
-        stats = publisher.run(until_idle=cfg.until_idle)
+        if bootstrap is None:
+            stats = publisher.run(until_idle=cfg.until_idle)
+        else:
+            stats, _ = run_alongside(publisher, bootstrap, cfg.until_idle, stop)
     finally:
         publisher.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
     summary: dict[str, object] = {"publish": stats.as_dict()}
+    if bootstrap is not None:
+        summary["bootstrap"] = bootstrap.stats.as_dict()
     if publisher.guard is not None:
         summary["active_active"] = asdict(publisher.guard.stats)
     click.echo(orjson.dumps(summary).decode())
