@@ -57,6 +57,14 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     assert "valid apply configuration" in ok.output
     assert "CHANGE-ME" not in ok.output  # broker password redacted
+    with_proxy = tmp_path / "proxy.yaml"
+    with_proxy.write_text("target_table: t1x\ntarget_region: r\ntrusted_keys: k\n"
+                          "target_proxy: http://user:proxy-secret@proxy:3128\n"
+                          "transport: kinesis://s?region=r&proxy=http://u:query-secret@p:3128\n")
+    shown = runner.invoke(admin, ["check-config", str(with_proxy)])
+    assert shown.exit_code == 0, shown.output
+    assert "proxy-secret" not in shown.output and "query-secret" not in shown.output
+    assert "***" in shown.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("target_table: t1x\n")
     result = runner.invoke(admin, ["check-config", str(bad)])

@@ -15,7 +15,7 @@ from bridge import __version__, config
 from bridge.cli.common import handled
 from bridge.cli.dlq import dlq
 from bridge.errors import ConfigError
-from bridge.transport import TransportURL
+from bridge.transport import redact
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +105,7 @@ def check_config(path: str, kind: str) -> None:
     cfg = config.load(model, path, {})
     click.echo(f"{path}: valid {kind} configuration")
     for key, value in cfg.model_dump(mode="json").items():
-        shown = TransportURL.parse(value).redacted() if key in ("transport", "dead_letter") and value else value
+        shown = redact(value) if isinstance(value, str) and "://" in value else value
         click.echo(f"  {key}: {shown}")  # never print a broker password
 
 

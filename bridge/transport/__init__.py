@@ -42,12 +42,22 @@ class TransportURL:
         return TransportURL(raw, self.scheme, self.netloc, self.path, merged)
 
     def redacted(self) -> str:
-        """The URL with any password hidden, safe to log."""
-        parts = urlsplit(self.raw)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return self.raw
+        """The URL with any password hidden, safe to log: in its own netloc and in URL-valued
+        query parameters (``proxy=http://user:secret@host``)."""
+        return redact(self.raw)
+
+
+def redact(url: str) -> str:
+    """``url`` with the password of it, and of any URL inside its query, replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, redact(v) if "://" in v else v) for k, v in pairs], safe=":/*@")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True, slots=True)
