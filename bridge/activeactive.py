@@ -25,7 +25,6 @@ ends with the same winner, without any attribute written by the application.
 
 from __future__ import annotations
 
-import base64
 import logging
 import sqlite3
 import time
@@ -37,6 +36,7 @@ import orjson
 from bridge.apply.target import Outcome
 from bridge.change import Change, Image, Operation, Version, fingerprint
 from bridge.errors import ApplyError, RecordError, SourceError
+from bridge.source.records import wire_image
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +47,6 @@ class GuardStats:
     own_writes_suppressed: int = 0  # bridge writes recognised and not shipped (echo prevented)
     repairs: int = 0  # losers overwritten by the known winner
     superseded: int = 0  # application writes that lose to a version already everywhere: not shipped
-
-
-def wire_image(image: Any) -> Image:
-    """A stream image in wire form, whether it came from boto3 (bytes) or Lambda (base64 text)."""
-
-    def value(v: dict[str, Any]) -> dict[str, Any]:
-        ((tag, inner),) = v.items()
-        if tag == "B" and not isinstance(inner, str):
-            return {"B": base64.b64encode(bytes(inner)).decode("ascii")}
-        if tag == "BS":
-            return {"BS": [x if isinstance(x, str) else base64.b64encode(bytes(x)).decode("ascii") for x in inner]}
-        if tag == "M":
-            return {"M": {k: value(x) for k, x in inner.items()}}
-        if tag == "L":
-            return {"L": [value(x) for x in inner]}
-        return v
-
-    return {k: value(v) for k, v in (image or {}).items()}
 
 
 class LocalTable(Protocol):
@@ -172,7 +154,7 @@ class LoopGuard:
         """If the bridge wrote this record, the change it applied (with its version)."""
         attr, token = self.local.version_attr, self.local.write_attr
         ddb = record.get("dynamodb") or {}
-        old = wire_image(ddb.get("OldImage"))
+        old = wire_image(ddb.get("OldImage"), "dynamodb.OldImage")  # parse_record validated it already
         if change.op is Operation.PUT:
             assert change.new_image is not None
             new_w = change.new_image.get(token, {}).get("S")

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from bridge import config
-from bridge.cli.common import common_options, handled, setup_logging, stop_on_signals
+from bridge.cli.common import aws_side_options, common_options, handled, setup_logging, stop_on_signals
 from bridge.wiring import build_applier
 
 log = logging.getLogger("bridge.apply")
@@ -20,15 +20,7 @@ log = logging.getLogger("bridge.apply")
 @click.option("--target-region", help="region of the target table")
 @click.option("--target-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
 @click.option("--target-profile", help="AWS profile for the target side")
-@click.option("--target-role-arn", help="IAM role to assume (STS) for the target side")
-@click.option("--target-external-id", help="external id for assuming --target-role-arn")
-@click.option("--target-proxy", help="HTTP(S) proxy URL for the target side's AWS calls")
-@click.option("--target-ssm-access-key-param", help="SSM parameter holding the target side's access key id")
-@click.option("--target-ssm-secret-key-param", help="SSM parameter holding the target side's secret key")
-@click.option("--target-ssm-region", help="region of those SSM parameters (read with this machine's credentials)")
-@click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)")
-@click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)")
-@click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)")
+@aws_side_options("target")
 @click.option("--trusted-keys", type=click.Path(), help="public key file or directory of *.pub keys")
 @click.option("--attribute-prefix", help="prefix of bridge-owned attributes (default _bridge)")
 @click.option("--tombstone-table", help="companion table for delete tombstones")

@@ -67,6 +67,29 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def aws_side_options(side: str) -> Callable[[F], F]:
+    """The flags saying how to reach AWS for one side (``source`` or ``target``)."""
+    options = [
+        click.option(f"--{side}-role-arn", help=f"IAM role to assume (STS) for the {side} side"),
+        click.option(f"--{side}-external-id", help=f"external id for assuming --{side}-role-arn"),
+        click.option(f"--{side}-proxy", help=f"HTTP(S) proxy URL for the {side} side's AWS calls"),
+        click.option(f"--{side}-ssm-access-key-param", help=f"SSM parameter holding the {side} side's access key id"),
+        click.option(f"--{side}-ssm-secret-key-param", help=f"SSM parameter holding the {side} side's secret key"),
+        click.option(f"--{side}-ssm-region",
+                     help="region of those SSM parameters (read with this machine's credentials)"),
+        click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)"),
+        click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)"),
+        click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)"),
+    ]
+
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 def common_options(fn: F) -> F:
     for option in reversed([
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file"),

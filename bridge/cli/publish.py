@@ -11,7 +11,7 @@ import orjson
 
 from bridge import config
 from bridge.bootstrap import run_alongside
-from bridge.cli.common import common_options, handled, setup_logging, stop_on_signals
+from bridge.cli.common import aws_side_options, common_options, handled, setup_logging, stop_on_signals
 from bridge.wiring import build_bootstrap, build_publisher
 
 log = logging.getLogger("bridge.publish")
@@ -22,15 +22,7 @@ log = logging.getLogger("bridge.publish")
 @click.option("--source-region", help="region of the source table")
 @click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
 @click.option("--source-profile", help="AWS profile for the source side")
-@click.option("--source-role-arn", help="IAM role to assume (STS) for the source side")
-@click.option("--source-external-id", help="external id for assuming --source-role-arn")
-@click.option("--source-proxy", help="HTTP(S) proxy URL for the source side's AWS calls")
-@click.option("--source-ssm-access-key-param", help="SSM parameter holding the source side's access key id")
-@click.option("--source-ssm-secret-key-param", help="SSM parameter holding the source side's secret key")
-@click.option("--source-ssm-region", help="region of those SSM parameters (read with this machine's credentials)")
-@click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)")
-@click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)")
-@click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)")
+@aws_side_options("source")
 @click.option("--origin", help="this replica's name in versions (default: source region)")
 @click.option("--timestamp-attribute", help="application attribute holding the write time")
 @click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")

@@ -157,6 +157,17 @@ def _image(ddb: Mapping[str, Any], name: str) -> Image | None:
     return _wire_map(raw, f"dynamodb.{name}")
 
 
+def wire_image(raw: Mapping[Any, Any] | None, where: str = "image") -> Image:
+    """A stream image in wire form (binary as base64 text), from boto3's bytes or Lambda's base64.
+
+    Raises RecordError naming the bad attribute if the image is malformed.
+    """
+    try:
+        return _wire_map(raw or {}, where)
+    except _Malformed as exc:
+        raise RecordError(str(exc), raw) from exc
+
+
 def _wire_map(raw: Mapping[Any, Any], where: str) -> Image:
     image: Image = {}
     for attr, value in raw.items():
