@@ -121,8 +121,9 @@ class SqliteStore(MemoryStore):
 
 
 class LoopGuard:
-    def __init__(self, local: LocalTable, origin: str, *, store: MemoryStore | None = None,
-                 horizon_s: float = 600.0) -> None:
+    def __init__(
+        self, local: LocalTable, origin: str, *, store: MemoryStore | None = None, horizon_s: float = 600.0
+    ) -> None:
         self.local = local
         self.origin = origin
         self.horizon_s = horizon_s
@@ -183,8 +184,11 @@ class LoopGuard:
         known = self.store.get(token)
         if known is not None and seen.version < known[1]:
             winner = known[2]
-            log.info("repairing a key overwritten by an older version (%s < %s)", seen.version.encode(),
-                     winner.version.encode())
+            log.info(
+                "repairing a key overwritten by an older version (%s < %s)",
+                seen.version.encode(),
+                winner.version.encode(),
+            )
             try:
                 self.local.apply(winner, repair=True)
             except ApplyError as exc:

@@ -78,21 +78,53 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 #: Error codes meaning "slow down" or "try again" across Kinesis, SQS, STS and KMS.
-RETRYABLE_CODES = frozenset({
-    "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottled",
-    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
-    "ProvisionedThroughputExceededException", "LimitExceededException", "KMSThrottlingException",
-    "KmsThrottled", "AWS.SimpleQueueService.RequestThrottled", "OverLimit",
-    "InternalFailure", "InternalError", "InternalServerError", "ServiceUnavailable",
-    "ServiceUnavailableException", "AWS.SimpleQueueService.ServiceUnavailable",
-})
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "KmsThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "OverLimit",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
 
 #: URL / config parameters that :meth:`AwsSide.from_params` understands.
-AWS_PARAMS = frozenset({
-    "region", "endpoint_url", "profile", "role_arn", "external_id", "role_session_name", "proxy",
-    "ca_bundle", "ssm_access_key_param", "ssm_secret_key_param", "ssm_region", "access_key_env",
-    "secret_key_env", "session_token_env", "connect_timeout", "read_timeout", "max_attempts",
-})
+AWS_PARAMS = frozenset(
+    {
+        "region",
+        "endpoint_url",
+        "profile",
+        "role_arn",
+        "external_id",
+        "role_session_name",
+        "proxy",
+        "ca_bundle",
+        "ssm_access_key_param",
+        "ssm_secret_key_param",
+        "ssm_region",
+        "access_key_env",
+        "secret_key_env",
+        "session_token_env",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+    }
+)
 
 N = TypeVar("N", int, float)
 
@@ -238,8 +270,13 @@ class AwsSide:
     def client(self, service: str) -> Any:
         session = self.session()
         with self._lock:  # boto3 sessions are not thread-safe; their clients are
-            return session.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
-                                  config=self.config(), verify=self.ca_bundle)
+            return session.client(
+                service,
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=self.config(),
+                verify=self.ca_bundle,
+            )
 
     # -- credentials ---------------------------------------------------------------------------
 
@@ -257,14 +294,17 @@ class AwsSide:
         def sts_client(service: str, **keys: Any) -> Any:
             # The role lives on the far side: reach STS like the side's services (proxy, timeouts),
             # in the side's region (and so its partition), at the regional endpoint.
-            return base.client(service, region_name=self.region, config=self.config(), verify=self.ca_bundle,
-                               **keys)
+            return base.client(service, region_name=self.region, config=self.config(), verify=self.ca_bundle, **keys)
 
         fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
-            client_creator=sts_client, source_credentials=source, role_arn=self.role_arn, extra_args=extra,
+            client_creator=sts_client,
+            source_credentials=source,
+            role_arn=self.role_arn,
+            extra_args=extra,
         )
         assumed = botocore.credentials.DeferredRefreshableCredentials(
-            method="assume-role", refresh_using=fetcher.fetch_credentials,
+            method="assume-role",
+            refresh_using=fetcher.fetch_credentials,
         )
         core = botocore.session.Session()
         core.get_component("credential_provider").insert_before("env", _Fixed(assumed))
@@ -273,11 +313,13 @@ class AwsSide:
     def _base_session(self) -> boto3.session.Session:
         if self.ssm_access_key_param and self.ssm_secret_key_param:
             access_key, secret_key = self._keys_from_ssm(self.ssm_access_key_param, self.ssm_secret_key_param)
-            return boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                                         region_name=self.region)
+            return boto3.session.Session(
+                aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=self.region
+            )
         if self.access_key_env and self.secret_key_env:
             return boto3.session.Session(
-                aws_access_key_id=_env(self.access_key_env), aws_secret_access_key=_env(self.secret_key_env),
+                aws_access_key_id=_env(self.access_key_env),
+                aws_secret_access_key=_env(self.secret_key_env),
                 aws_session_token=_env(self.session_token_env) if self.session_token_env else None,
                 region_name=self.region,
             )
@@ -291,8 +333,10 @@ class AwsSide:
         local = boto3.session.Session(region_name=self.ssm_region)
         try:
             ssm = local.client("ssm", config=self.config(local=True))
-            values = [ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-                      for name in (access_param, secret_param)]
+            values = [
+                ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+                for name in (access_param, secret_param)
+            ]
         except NoRegionError as exc:
             raise ConfigError("reading keys from SSM needs ssm_region (or a default region)") from exc
         except ClientError as exc:
@@ -404,8 +448,15 @@ def param_flag(params: Mapping[str, str], name: str, default: bool, where: str) 
     raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
 
 
-def param_number(params: Mapping[str, str], name: str, default: N, where: str, *,
-                 minimum: float | None = None, maximum: float | None = None) -> N:
+def param_number(
+    params: Mapping[str, str],
+    name: str,
+    default: N,
+    where: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> N:
     """A number parameter of the type of ``default``, within bounds, or ConfigError naming it."""
     value = params.get(name)
     if value is None or value == "":

@@ -46,9 +46,16 @@ RUN_DOC = "run"
 Display = Literal["auto", "bar", "log", "none"]
 
 
-def scanned_change(item: dict[str, Any], *, key_names: Sequence[str], origin: str,
-                   timestamp_attribute: str | None, not_after_us: int, where: str,
-                   version_attribute: str | None = None) -> Change:
+def scanned_change(
+    item: dict[str, Any],
+    *,
+    key_names: Sequence[str],
+    origin: str,
+    timestamp_attribute: str | None,
+    not_after_us: int,
+    where: str,
+    version_attribute: str | None = None,
+) -> Change:
     """A scanned item (boto3 form) as a put that loses to every stream change made after it was read.
 
     Its version is the item's own timestamp attribute when it has one (the same rule as a stream
@@ -58,8 +65,10 @@ def scanned_change(item: dict[str, Any], *, key_names: Sequence[str], origin: st
     Active-active (``version_attribute`` given): an item bridge-apply wrote keeps the version it
     was written with, so the copy can never beat a newer write made on the replica it came from.
     """
-    record = {"eventName": "INSERT",
-              "dynamodb": {"SequenceNumber": "0", "ApproximateCreationDateTime": not_after_us, "NewImage": item}}
+    record = {
+        "eventName": "INSERT",
+        "dynamodb": {"SequenceNumber": "0", "ApproximateCreationDateTime": not_after_us, "NewImage": item},
+    }
     try:
         change = parse_record(record, key_names=key_names, origin=origin, timestamp_attribute=timestamp_attribute)
     except RecordError as exc:
@@ -71,8 +80,9 @@ def scanned_change(item: dict[str, Any], *, key_names: Sequence[str], origin: st
         try:
             version = Version.decode(stored["S"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise RecordError(f"scanned item ({where}): {version_attribute} is not a bridge version: {exc}",
-                              raw=item) from exc
+            raise RecordError(
+                f"scanned item ({where}): {version_attribute} is not a bridge version: {exc}", raw=item
+            ) from exc
     return dataclasses.replace(change, version=version, position=Position(where, change.key_token))
 
 
@@ -182,8 +192,13 @@ class Bootstrap:
         if run_doc is None:
             self.progress.save(self.run_name, RUN_DOC, {"segments": self._total, "complete": False}, 0)
         elif self._total != self.segments:
-            log.warning("bootstrap of %s: continuing with the %d segments of the interrupted copy"
-                        " (the %d asked for apply to a fresh copy only)", self.table, self._total, self.segments)
+            log.warning(
+                "bootstrap of %s: continuing with the %d segments of the interrupted copy"
+                " (the %d asked for apply to a fresh copy only)",
+                self.table,
+                self._total,
+                self.segments,
+            )
         self._states = {i: SegmentState.from_doc(docs.get(_segment_name(i))) for i in range(self._total)}
         self._not_after_us = int((time.time() - COPY_MARGIN_S) * 1_000_000)
         todo = [i for i, s in self._states.items() if not s.finished]
@@ -194,10 +209,16 @@ class Bootstrap:
         count, size = describe_counts(self.client, self.table)
         copied_before = sum(s.items for s in self._states.values())
         self._warn_about_retention(size)
-        log.info("bootstrap of %s: %d segments (%d done before, %d resumed), about %d items, %d workers%s",
-                 self.table, self._total, self.stats.segments_skipped, self.stats.segments_resumed, count,
-                 min(self.workers, max(1, len(todo))),
-                 f", read budget {self.budget.rate:g} RCU/s" if self.budget.rate else "")
+        log.info(
+            "bootstrap of %s: %d segments (%d done before, %d resumed), about %d items, %d workers%s",
+            self.table,
+            self._total,
+            self.stats.segments_skipped,
+            self.stats.segments_resumed,
+            count,
+            min(self.workers, max(1, len(todo))),
+            f", read budget {self.budget.rate:g} RCU/s" if self.budget.rate else "",
+        )
         self._meter = ProgressMeter(self.display, count, copied_before, self.log_every_s, self.table)
         try:
             run_parallel(self._copy_segment, todo, self.workers, self.stop)
@@ -210,11 +231,19 @@ class Bootstrap:
         if all(s.finished for s in self._states.values()):
             self.progress.save(self.run_name, RUN_DOC, {"segments": self._total, "complete": True}, 1)
             self.stats.complete = True
-            log.info("bootstrap of %s complete: %d items read in %.1f s by this run", self.table, self.stats.items,
-                     self.stats.seconds)
+            log.info(
+                "bootstrap of %s complete: %d items read in %.1f s by this run",
+                self.table,
+                self.stats.items,
+                self.stats.seconds,
+            )
         else:
-            log.info("bootstrap of %s stopped with %d of %d segments done; a restart continues from the saved"
-                     " positions", self.table, sum(s.finished for s in self._states.values()), self._total)
+            log.info(
+                "bootstrap of %s stopped with %d of %d segments done; a restart continues from the saved positions",
+                self.table,
+                sum(s.finished for s in self._states.values()),
+                self._total,
+            )
         return self.stats
 
     def close(self) -> None:
@@ -233,15 +262,22 @@ class Bootstrap:
         state = self._states[segment]
         where = f"bootstrap/{self._not_after_us}/{segment}"
         sender = self._sender()
-        pages = scan_segment(self.client, self.table, segment, self._total, start_key=state.next_key,
-                             budget=self.budget, page_items=self.page_items, stop=self.stop)
+        pages = scan_segment(
+            self.client,
+            self.table,
+            segment,
+            self._total,
+            start_key=state.next_key,
+            budget=self.budget,
+            page_items=self.page_items,
+            stop=self.stop,
+        )
         oversize = sender.stats.oversize
         for page in pages:
             changes = [c for c in (self._change(item, where, sender) for item in page.items) if c is not None]
             for chunk in _chunks(changes, self.limits):
                 sender.send(chunk)  # returns once the broker confirmed
-            state = SegmentState(page.next_key, state.items + len(page.items), state.pages + 1,
-                                 page.next_key is None)
+            state = SegmentState(page.next_key, state.items + len(page.items), state.pages + 1, page.next_key is None)
             self.progress.save(self.run_name, _segment_name(segment), state.to_doc(), state.pages)
             self._states[segment] = state
             with self._lock:
@@ -255,15 +291,24 @@ class Bootstrap:
 
     def _change(self, item: dict[str, Any], where: str, sender: Sender) -> Change | None:
         try:
-            return scanned_change(item, key_names=self.key_names, origin=self.origin,
-                                  timestamp_attribute=self.timestamp_attribute, not_after_us=self._not_after_us,
-                                  where=where, version_attribute=self.version_attribute)
+            return scanned_change(
+                item,
+                key_names=self.key_names,
+                origin=self.origin,
+                timestamp_attribute=self.timestamp_attribute,
+                not_after_us=self._not_after_us,
+                where=where,
+                version_attribute=self.version_attribute,
+            )
         except RecordError as exc:
             with self._lock:
                 self.stats.parked += 1
             payload = _json_item(item)
-            sender.parker.park(FailureRecord.from_exception(Kind.RECORD, State.PARKED, exc, payload,
-                                                            origin=self.origin, table=self.table))
+            sender.parker.park(
+                FailureRecord.from_exception(
+                    Kind.RECORD, State.PARKED, exc, payload, origin=self.origin, table=self.table
+                )
+            )
             return None
 
     def _warn_about_retention(self, size_bytes: int) -> None:
@@ -275,7 +320,11 @@ class Bootstrap:
                 "bootstrap of %s: %d bytes at %g RCU/s take about %.0f h, longer than the stream keeps records"
                 " (24 h). The copy stays correct while this process keeps reading the stream, but a stop longer"
                 " than the retention loses changes (exit 7). A larger --bootstrap-rcu shortens it.",
-                self.table, size_bytes, self.budget.rate, estimate_s / 3600)
+                self.table,
+                size_bytes,
+                self.budget.rate,
+                estimate_s / 3600,
+            )
 
 
 def _segment_name(segment: int) -> str:
@@ -307,8 +356,9 @@ def _chunks(changes: list[Change], limits: BatchLimits) -> Iterator[list[Change]
 class ProgressMeter:
     """Progress: a rich bar (items, rate, ETA) on a terminal, a log line every so often otherwise."""
 
-    def __init__(self, display: Display, total: int, done: int, log_every_s: float, table: str,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, display: Display, total: int, done: int, log_every_s: float, table: str, console: Console | None = None
+    ) -> None:
         if display == "auto":
             display = "bar" if sys.stderr.isatty() else "log"
         self.mode = display
@@ -325,12 +375,17 @@ class ProgressMeter:
         self._task: TaskID | None = None
         if self.mode == "bar":
             self._bar = Progress(
-                TextColumn("bootstrap [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>8.0f} items/s"), TimeRemainingColumn(),
-                TextColumn("{task.fields[segments]}"), console=console or Console(stderr=True),
+                TextColumn("bootstrap [bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>8.0f} items/s"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[segments]}"),
+                console=console or Console(stderr=True),
             )
-            self._task = self._bar.add_task(table, total=max(total, done) or None, completed=done, rate=0.0,
-                                            segments="")
+            self._task = self._bar.add_task(
+                table, total=max(total, done) or None, completed=done, rate=0.0, segments=""
+            )
             self._bar.start()
 
     def advance(self, items: int, segments_done: int, segments: int) -> None:
@@ -343,16 +398,34 @@ class ProgressMeter:
             eta = (self.total - self.done) / rate if rate > 0 and self.total > self.done else None
             if eta is not None and elapsed >= 60 and elapsed + eta > STREAM_RETENTION_S and not self.warned:
                 self.warned = True
-                log.warning("bootstrap of %s: at %.0f items/s the copy takes about %.0f h in all, longer than the"
-                            " stream keeps records (24 h); the copy stays correct only while the stream keeps"
-                            " being read", self.table, rate, (elapsed + eta) / 3600)
+                log.warning(
+                    "bootstrap of %s: at %.0f items/s the copy takes about %.0f h in all, longer than the"
+                    " stream keeps records (24 h); the copy stays correct only while the stream keeps"
+                    " being read",
+                    self.table,
+                    rate,
+                    (elapsed + eta) / 3600,
+                )
             if self._bar is not None and self._task is not None:
-                self._bar.update(self._task, completed=self.done, total=max(self.total, self.done) or None,
-                                 rate=rate, segments=f"{segments_done}/{segments} segments")
+                self._bar.update(
+                    self._task,
+                    completed=self.done,
+                    total=max(self.total, self.done) or None,
+                    rate=rate,
+                    segments=f"{segments_done}/{segments} segments",
+                )
             elif self.mode == "log" and time.monotonic() - self.last_log >= self.log_every_s:
                 self.last_log = time.monotonic()
-                log.info("bootstrap of %s: %d of about %d items, %.0f items/s, ETA %s, %d/%d segments done",
-                         self.table, self.done, self.total, rate, _duration(eta), segments_done, segments)
+                log.info(
+                    "bootstrap of %s: %d of about %d items, %.0f items/s, ETA %s, %d/%d segments done",
+                    self.table,
+                    self.done,
+                    self.total,
+                    rate,
+                    _duration(eta),
+                    segments_done,
+                    segments,
+                )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -366,8 +439,9 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def run_alongside(publisher: Publisher, bootstrap: Bootstrap, until_idle: float | None,
-                  stop: threading.Event) -> tuple[PublishStats, BootstrapStats]:
+def run_alongside(
+    publisher: Publisher, bootstrap: Bootstrap, until_idle: float | None, stop: threading.Event
+) -> tuple[PublishStats, BootstrapStats]:
     """Stream publishing in this thread, the copy in another; with ``until_idle``, exit once both are done.
 
     The stream reader starts at its checkpoint (or TRIM_HORIZON on a first start), a position

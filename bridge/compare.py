@@ -88,8 +88,14 @@ class Difference:
         return len(self.only_in_source) + len(self.only_in_target) + len(self.different)
 
 
-def compare_tables(source_client: Any, source_table: str, target_client: Any, target_table: str,
-                   key_names: tuple[str, ...], prefix: str = DEFAULT_PREFIX) -> Difference:
+def compare_tables(
+    source_client: Any,
+    source_table: str,
+    target_client: Any,
+    target_table: str,
+    key_names: tuple[str, ...],
+    prefix: str = DEFAULT_PREFIX,
+) -> Difference:
     """Both tables in memory, item by item (consistent scans). Keys are reported in wire form."""
 
     def load(client: Any, table: str) -> dict[bytes, tuple[Image, bytes]]:

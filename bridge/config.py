@@ -26,8 +26,9 @@ class _Common(BaseModel):
 
     transport: str = Field(description="transport URL, e.g. amqp://guest:guest@host:5672//?queue=users")
     dead_letter: str | None = Field(None, description="dead-letter transport URL (default: <queue>.dlq beside it)")
-    quarantine_dir: Path = Field(Path("bridge-quarantine"),
-                                 description="local directory for failures the dead-letter queue refused")
+    quarantine_dir: Path = Field(
+        Path("bridge-quarantine"), description="local directory for failures the dead-letter queue refused"
+    )
     until_idle: float | None = Field(None, ge=0, description="exit 0 once nothing arrived for this many seconds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
@@ -60,12 +61,14 @@ class PublishConfig(_Common):
     source_ssm_access_key_param: str | None = Field(None, description="SSM parameter holding the access key id")
     source_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
     source_ssm_region: str | None = Field(None, description="region of those SSM parameters (local side)")
-    origin: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]+$",
-                               description="name of this replica in versions (default: source_region)")
+    origin: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:-]+$", description="name of this replica in versions (default: source_region)"
+    )
     timestamp_attribute: str | None = Field(None, description="application attribute holding the write time")
     signing_key: Path
-    checkpoint: str = Field("bridge-checkpoints.sqlite",
-                            description="SQLite path, or dynamodb://TABLE (in the source account)")
+    checkpoint: str = Field(
+        "bridge-checkpoints.sqlite", description="SQLite path, or dynamodb://TABLE (in the source account)"
+    )
     start_position: Literal["trim-horizon", "latest"] = "trim-horizon"
     on_trimmed: Literal["fail", "trim-horizon"] = "fail"
     compression: Literal["zstd", "zlib", "none"] = "zstd"
@@ -73,10 +76,14 @@ class PublishConfig(_Common):
     batch_max_bytes: int = Field(1024 * 1024, ge=1024)
     batch_max_wait: float = Field(0.1, ge=0, le=60)
     ttl_deletes: Literal["replicate", "ignore"] = Field(
-        "replicate", description="deletes made by DynamoDB TTL: ship them, or leave them to each replica's own TTL")
+        "replicate", description="deletes made by DynamoDB TTL: ship them, or leave them to each replica's own TTL"
+    )
     active_active: bool = Field(False, description="this table is also written by bridge-apply: never ship its writes")
-    attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                  description="active-active: as bridge-apply's setting on this table")
+    attribute_prefix: str = Field(
+        "_bridge",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="active-active: as bridge-apply's setting on this table",
+    )
     tombstone_table: str | None = Field(None, description="active-active: as bridge-apply's setting on this table")
     # Bootstrap: copy the items the table already holds (docs/bootstrap.md).
     bootstrap: bool = Field(False, description="copy existing items (parallel scan), then go on with the stream")
@@ -106,8 +113,11 @@ class ApplyConfig(_Common):
     tombstone_table: str | None = None
     tombstone_ttl_days: float = Field(14, gt=1, description="must outlive stream retention + transport delay")
     create: bool = Field(True, description="create companion resources (tombstone table) if missing")
-    origin: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]+$",
-                               description="this replica's origin name, to count echo traffic (default: target_region)")
+    origin: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this replica's origin name, to count echo traffic (default: target_region)",
+    )
     workers: int = Field(8, ge=1, le=256)
     prefetch: int = Field(16, ge=1, le=1000)
     # Dead-letter retries (docs/dead-letters.md): in place first, then from the retry queue.
@@ -133,8 +143,9 @@ class ApplyConfig(_Common):
 M = TypeVar("M", bound=BaseModel)
 
 
-def load(model: type[M], path: str | Path | None, overrides: dict[str, Any],
-         environ: dict[str, str] | None = None) -> M:
+def load(
+    model: type[M], path: str | Path | None, overrides: dict[str, Any], environ: dict[str, str] | None = None
+) -> M:
     """Build ``model`` from file < env < overrides (CLI flags; ``None`` means not given)."""
     data: dict[str, Any] = {}
     if path is not None:

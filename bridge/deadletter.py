@@ -81,14 +81,22 @@ class FailureRecord:
     checked_at: float | None = None
 
     @classmethod
-    def from_exception(cls, kind: Kind, state: State, exc: BaseException, payload: bytes,
-                       **context: Any) -> FailureRecord:
+    def from_exception(
+        cls, kind: Kind, state: State, exc: BaseException, payload: bytes, **context: Any
+    ) -> FailureRecord:
         return cls(kind, state, type(exc).__name__, str(exc), payload, **context)
 
     def again(self, exc: BaseException, state: State, **changes: Any) -> FailureRecord:
         """The same failure after one more attempt that failed with ``exc``."""
-        return replace(self, state=state, error=type(exc).__name__, message=str(exc),
-                       attempts=self.attempts + 1, last_failed_at=time.time(), **changes)
+        return replace(
+            self,
+            state=state,
+            error=type(exc).__name__,
+            message=str(exc),
+            attempts=self.attempts + 1,
+            last_failed_at=time.time(),
+            **changes,
+        )
 
     def with_(self, **changes: Any) -> FailureRecord:
         return replace(self, **changes)
@@ -123,10 +131,12 @@ class FailureRecord:
     def summary(self) -> str:
         """One log line: no payload, no item contents."""
         where = f" at {self.position[0]}:{self.position[1]}" if self.position else ""
-        what = f"{len(self.changes)} change(s) of envelope {self.envelope_id}" if self.kind is Kind.CHANGES \
+        what = (
+            f"{len(self.changes)} change(s) of envelope {self.envelope_id}"
+            if self.kind is Kind.CHANGES
             else self.kind.value
-        return (f"{what} {self.state.value} after {self.attempts} attempt(s){where}:"
-                f" {self.error}: {self.message}")
+        )
+        return f"{what} {self.state.value} after {self.attempts} attempt(s){where}: {self.error}: {self.message}"
 
     def describe(self) -> dict[str, Any]:
         """Everything but the payload itself, JSON-ready (``bridge dlq list --json``)."""
@@ -222,7 +232,7 @@ def parked_url(dlq_url: TransportURL) -> TransportURL:
     end = 0
     while end < min(len(original), len(derived)) - start and original[-1 - end] == derived[-1 - end]:
         end += 1
-    inserted = derived[start:len(derived) - end]
+    inserted = derived[start : len(derived) - end]
     if inserted.endswith("dlq") and len(inserted) <= 5 and len(derived) == len(original) + len(inserted):
         return TransportURL.parse(original[:start] + inserted[:-3] + "parked" + original[start:])
     return TransportURL.parse(derived)
@@ -232,8 +242,9 @@ class Parker:
     """Puts failure records somewhere safe: retrying ones on the retry queue, parked and
     quarantined ones on the parked queue beside it, else the local quarantine directory."""
 
-    def __init__(self, dlq: ReliableTransport | None, quarantine_dir: Path,
-                 parked: ReliableTransport | None = None) -> None:
+    def __init__(
+        self, dlq: ReliableTransport | None, quarantine_dir: Path, parked: ReliableTransport | None = None
+    ) -> None:
         self.dlq = dlq
         self.quarantine_dir = quarantine_dir
         self._parked = parked
@@ -273,8 +284,12 @@ class Parker:
             fit = [r for r, body in bodies if len(body) <= limit]
             for record, body in bodies:
                 if len(body) > limit:
-                    log.error("failure record %s is %d bytes, over the dead-letter queue's limit of %d",
-                              record.id, len(body), limit)
+                    log.error(
+                        "failure record %s is %d bytes, over the dead-letter queue's limit of %d",
+                        record.id,
+                        len(body),
+                        limit,
+                    )
                     self._write_local(record.id, body)
             if not fit:
                 continue
@@ -285,16 +300,19 @@ class Parker:
                 for record in fit:
                     self._write_local(record.id, record.encode())
 
-    def put(self, queue: ReliableTransport | None, records: Sequence[FailureRecord],
-            bodies: Sequence[bytes] | None = None) -> None:
+    def put(
+        self, queue: ReliableTransport | None, records: Sequence[FailureRecord], bodies: Sequence[bytes] | None = None
+    ) -> None:
         """Publish or raise: for callers that still hold the original and can retry later."""
         if queue is None:
             raise BridgeError("no dead-letter queue configured")
         bodies = bodies if bodies is not None else [r.encode() for r in records]
         too_big = [r.id for r, b in zip(records, bodies, strict=True) if len(b) > queue.max_message_bytes]
         if too_big:
-            raise BridgeError(f"record(s) {', '.join(too_big)} exceed the dead-letter queue's message limit"
-                              f" of {queue.max_message_bytes} bytes")
+            raise BridgeError(
+                f"record(s) {', '.join(too_big)} exceed the dead-letter queue's message limit"
+                f" of {queue.max_message_bytes} bytes"
+            )
         queue.publish([OutgoingMessage(b, r.id, r.id) for r, b in zip(records, bodies, strict=True)])
         self.parked += len(records)
 

@@ -77,27 +77,44 @@ def emulator_credentials() -> None:
     os.environ["AWS_SECRET_ACCESS_KEY"] = "demo"
 
 
-def run_demo(changes: int = 400, transport: str | None = None, console: Console | None = None,
-             seed: int = 7, rate: float = 50.0) -> DemoResult:
+def run_demo(
+    changes: int = 400, transport: str | None = None, console: Console | None = None, seed: int = 7, rate: float = 50.0
+) -> DemoResult:
     console = console or Console(stderr=True)
     emulator_credentials()
-    with moto_server() as src_endpoint, moto_server() as dst_endpoint, \
-            tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
+    with (
+        moto_server() as src_endpoint,
+        moto_server() as dst_endpoint,
+        tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp,
+    ):
         work = Path(tmp)
         transport = transport or default_transport("bridge-demo")
-        console.print(f"[bold]ddb-bridge demo[/]: {TABLE} {SOURCE_REGION} -> {TARGET_REGION} via "
-                      f"{transport.split('?')[0].split('://')[0]}://")
+        console.print(
+            f"[bold]ddb-bridge demo[/]: {TABLE} {SOURCE_REGION} -> {TARGET_REGION} via "
+            f"{transport.split('?')[0].split('://')[0]}://"
+        )
         src, dst = AwsSide(SOURCE_REGION, src_endpoint), AwsSide(TARGET_REGION, dst_endpoint)
         src_db, dst_db = src.client("dynamodb"), dst.client("dynamodb")
         create_table(src_db, TABLE)
         create_table(dst_db, TABLE, stream=False)
         keygen(work / "keys")
         common: dict[str, Any] = {"transport": transport, "quarantine_dir": work / "quarantine"}
-        pcfg = PublishConfig(source_table=TABLE, source_region=SOURCE_REGION, source_endpoint=src_endpoint,
-                             signing_key=work / "keys" / "bridge.key", checkpoint=str(work / "cp.sqlite"),
-                             timestamp_attribute="updated_at", **common)
-        acfg = ApplyConfig(target_table=TABLE, target_region=TARGET_REGION, target_endpoint=dst_endpoint,
-                           trusted_keys=work / "keys" / "bridge.pub", **common)
+        pcfg = PublishConfig(
+            source_table=TABLE,
+            source_region=SOURCE_REGION,
+            source_endpoint=src_endpoint,
+            signing_key=work / "keys" / "bridge.key",
+            checkpoint=str(work / "cp.sqlite"),
+            timestamp_attribute="updated_at",
+            **common,
+        )
+        acfg = ApplyConfig(
+            target_table=TABLE,
+            target_region=TARGET_REGION,
+            target_endpoint=dst_endpoint,
+            trusted_keys=work / "keys" / "bridge.pub",
+            **common,
+        )
         lags: list[float] = []
         applied = [0]
 
@@ -166,8 +183,10 @@ def run_demo(changes: int = 400, transport: str | None = None, console: Console 
         if diff.identical:
             console.print(f"[bold green]identical[/]: {diff.compared} items in {TABLE} match in both regions")
         else:
-            console.print(f"[bold red]DIFFERENT[/]: {len(diff.only_in_source)} missing in target, "
-                          f"{len(diff.only_in_target)} extra in target, {len(diff.different)} differ")
+            console.print(
+                f"[bold red]DIFFERENT[/]: {len(diff.only_in_source)} missing in target, "
+                f"{len(diff.only_in_target)} extra in target, {len(diff.different)} differ"
+            )
         return DemoResult(diff.identical, summary)
 
 

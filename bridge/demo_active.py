@@ -43,25 +43,41 @@ def _writer(client: Any, region: str, seed: int, changes: int, rate: float, keys
         if roll < 0.15:
             client.delete_item(TableName=TABLE, Key=key)
         elif roll < 0.45:
-            client.update_item(TableName=TABLE, Key=key, UpdateExpression="SET last_writer = :w, n = :n",
-                               ExpressionAttributeValues={":w": {"S": region}, ":n": {"N": str(i)}})
+            client.update_item(
+                TableName=TABLE,
+                Key=key,
+                UpdateExpression="SET last_writer = :w, n = :n",
+                ExpressionAttributeValues={":w": {"S": region}, ":n": {"N": str(i)}},
+            )
         else:
-            client.put_item(TableName=TABLE, Item={**key, "last_writer": {"S": region}, "n": {"N": str(i)},
-                                                   "note": {"S": f"written in {region}"}})
+            client.put_item(
+                TableName=TABLE,
+                Item={**key, "last_writer": {"S": region}, "n": {"N": str(i)}, "note": {"S": f"written in {region}"}},
+            )
 
 
-def run_bidirectional_demo(changes: int = 200, transport: str | None = None, console: Console | None = None,
-                           seed: int = 7, rate: float = 20.0, keys: int = 20) -> DemoResult:
+def run_bidirectional_demo(
+    changes: int = 200,
+    transport: str | None = None,
+    console: Console | None = None,
+    seed: int = 7,
+    rate: float = 20.0,
+    keys: int = 20,
+) -> DemoResult:
     console = console or Console(stderr=True)
     emulator_credentials()
     with moto_server() as ep_a, moto_server() as ep_b, tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
         work = Path(tmp)
         endpoints = dict(zip(REGIONS, (ep_a, ep_b), strict=True))
         # one queue per direction
-        queues = {r: (transport.replace("{region}", r) if transport else default_transport(f"bridge-demo-{r}"))
-                  for r in REGIONS}
-        console.print(f"[bold]ddb-bridge demo --bidirectional[/]: {TABLE} in {REGIONS[0]} <-> {REGIONS[1]}, "
-                      f"both writing {keys} shared keys")
+        queues = {
+            r: (transport.replace("{region}", r) if transport else default_transport(f"bridge-demo-{r}"))
+            for r in REGIONS
+        }
+        console.print(
+            f"[bold]ddb-bridge demo --bidirectional[/]: {TABLE} in {REGIONS[0]} <-> {REGIONS[1]}, "
+            f"both writing {keys} shared keys"
+        )
         clients = {r: AwsSide(r, endpoints[r]).client("dynamodb") for r in REGIONS}
         for r in REGIONS:
             create_table(clients[r], TABLE)
@@ -71,19 +87,42 @@ def run_bidirectional_demo(changes: int = 200, transport: str | None = None, con
         appliers: list[Applier] = []
         for i, (here, there) in enumerate((REGIONS, REGIONS[::-1])):
             common: dict[str, Any] = {"quarantine_dir": work / "quarantine"}
-            publishers.append(build_publisher(PublishConfig(
-                source_table=TABLE, source_region=here, source_endpoint=endpoints[here], transport=queues[here],
-                signing_key=work / here / "bridge.key", checkpoint=str(work / f"{here}.sqlite"),
-                active_active=True, **common), stops[i]))
-            appliers.append(build_applier(ApplyConfig(
-                target_table=TABLE, target_region=here, target_endpoint=endpoints[here], transport=queues[there],
-                trusted_keys=work / there / "bridge.pub", **common), stops[2 + i]))
+            publishers.append(
+                build_publisher(
+                    PublishConfig(
+                        source_table=TABLE,
+                        source_region=here,
+                        source_endpoint=endpoints[here],
+                        transport=queues[here],
+                        signing_key=work / here / "bridge.key",
+                        checkpoint=str(work / f"{here}.sqlite"),
+                        active_active=True,
+                        **common,
+                    ),
+                    stops[i],
+                )
+            )
+            appliers.append(
+                build_applier(
+                    ApplyConfig(
+                        target_table=TABLE,
+                        target_region=here,
+                        target_endpoint=endpoints[here],
+                        transport=queues[there],
+                        trusted_keys=work / there / "bridge.pub",
+                        **common,
+                    ),
+                    stops[2 + i],
+                )
+            )
         errors: list[BaseException] = []
         loops: list[Publisher | Applier] = [*publishers, *appliers]
         threads = [start_thread(loop.run, errors, type(loop).__name__) for loop in loops]
         started = time.monotonic()
-        writers = [threading.Thread(target=_writer, args=(clients[r], r, seed + n, changes, rate, keys))
-                   for n, r in enumerate(REGIONS)]
+        writers = [
+            threading.Thread(target=_writer, args=(clients[r], r, seed + n, changes, rate, keys))
+            for n, r in enumerate(REGIONS)
+        ]
         with console.status("both regions writing the same keys..."):
             for w in writers:
                 w.start()
@@ -104,8 +143,7 @@ def run_bidirectional_demo(changes: int = 200, transport: str | None = None, con
             loop.close()
         if errors:
             raise errors[0]
-        summary: dict[str, Any] = {"writes_per_region": changes, "items": diff.compared,
-                                   "elapsed_s": round(elapsed, 1)}
+        summary: dict[str, Any] = {"writes_per_region": changes, "items": diff.compared, "elapsed_s": round(elapsed, 1)}
         for r, pub, app in zip(REGIONS, publishers, appliers, strict=True):
             assert pub.guard is not None
             guard = pub.guard.stats
@@ -113,7 +151,8 @@ def run_bidirectional_demo(changes: int = 200, transport: str | None = None, con
             summary[f"{r}: own writes not echoed"] = guard.own_writes_suppressed
             summary[f"{r}: conflicts repaired"] = guard.repairs
             summary[f"{r}: applied / stale / duplicate"] = (
-                f"{app.stats.applied} / {app.stats.stale} / {app.stats.duplicates}")
+                f"{app.stats.applied} / {app.stats.stale} / {app.stats.duplicates}"
+            )
             summary[f"{r}: echo received"] = app.target.echoes
         table = Table(title="active-active summary", show_header=False)
         for k, v in summary.items():

@@ -75,8 +75,9 @@ def _unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> str | None:
     names = sorted(caller.name for caller in callers if not caller.has_spec())
     if not names:
         return None
-    hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, known, n=1)) else repr(n)
-             for n in names]
+    hints = [
+        f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, known, n=1)) else repr(n) for n in names
+    ]
     return f"implements unknown hook {', '.join(hints)}; the hooks are {', '.join(known)}"
 
 

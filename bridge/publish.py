@@ -27,6 +27,7 @@ from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class BatchLimits:
     max_changes: int = 500
@@ -128,9 +129,16 @@ class Publisher:
     @property
     def stats(self) -> PublishStats:
         sent = self.sender.stats
-        return PublishStats(self._read.records, sent.changes, sent.envelopes, sent.wire_bytes,
-                            self._read.raw_stream_bytes, self._read.bad_records, sent.oversize,
-                            self._read.ttl_deletes_ignored)
+        return PublishStats(
+            self._read.records,
+            sent.changes,
+            sent.envelopes,
+            sent.wire_bytes,
+            self._read.raw_stream_bytes,
+            self._read.bad_records,
+            sent.oversize,
+            self._read.ttl_deletes_ignored,
+        )
 
     def close(self) -> None:
         self.sender.close()
@@ -143,8 +151,11 @@ class Publisher:
             seq = str(record.get("dynamodb", {}).get("SequenceNumber", "")) if isinstance(record, dict) else ""
             try:
                 change: Change | None = parse_record(
-                    record, key_names=self.key_names, origin=self.origin,
-                    timestamp_attribute=self.timestamp_attribute, shard_id=shard_id,
+                    record,
+                    key_names=self.key_names,
+                    origin=self.origin,
+                    timestamp_attribute=self.timestamp_attribute,
+                    shard_id=shard_id,
                 )
             except RecordError as exc:
                 self._park_record(exc, record, shard_id, seq)
@@ -163,10 +174,17 @@ class Publisher:
 
     def _park_record(self, exc: RecordError, record: Any, shard_id: str, seq: str) -> None:
         self._read.bad_records += 1
-        self.parker.park(FailureRecord.from_exception(
-            Kind.RECORD, State.PARKED, exc, orjson.dumps(record, default=str),
-            origin=self.origin, table=self.table, position=(shard_id, seq) if seq else None,
-        ))
+        self.parker.park(
+            FailureRecord.from_exception(
+                Kind.RECORD,
+                State.PARKED,
+                exc,
+                orjson.dumps(record, default=str),
+                origin=self.origin,
+                table=self.table,
+                position=(shard_id, seq) if seq else None,
+            )
+        )
 
     def _due(self) -> bool:
         buf = self._buf
@@ -202,6 +220,7 @@ class Publisher:
             self._ended.discard(shard_id)
         if self.guard is not None:
             self.guard.commit()
+
 
 def _estimate(record: Any, change: Change | None) -> int:
     if change is None:

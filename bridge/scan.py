@@ -36,9 +36,14 @@ class ReadBudget:
     no limit.
     """
 
-    def __init__(self, rcu_per_s: float | None, *, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] | None = None) -> None:
+    def __init__(
+        self,
+        rcu_per_s: float | None,
+        *,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
         if rcu_per_s is not None and rcu_per_s <= 0:
             raise ConfigError(f"read capacity budget must be positive, got {rcu_per_s}")
         self.rate = rcu_per_s
@@ -114,17 +119,31 @@ class Page:
     rcu: float
 
 
-def scan_segment(client: Any, table: str, segment: int, total: int, *, start_key: dict[str, Any] | None = None,
-                 budget: ReadBudget | None = None, consistent: bool = False, page_items: int | None = None,
-                 stop: threading.Event | None = None) -> Iterator[Page]:
+def scan_segment(
+    client: Any,
+    table: str,
+    segment: int,
+    total: int,
+    *,
+    start_key: dict[str, Any] | None = None,
+    budget: ReadBudget | None = None,
+    consistent: bool = False,
+    page_items: int | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[Page]:
     """Pages of one parallel-scan segment, from ``start_key`` (exclusive) to its end.
 
     Each page is charged to ``budget`` at the larger of what DynamoDB reports
     (``ReturnConsumedCapacity``) and the estimate from the items' sizes (emulators report
     less than AWS would charge).
     """
-    kwargs: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total,
-                              "ConsistentRead": consistent, "ReturnConsumedCapacity": "TOTAL"}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "Segment": segment,
+        "TotalSegments": total,
+        "ConsistentRead": consistent,
+        "ReturnConsumedCapacity": "TOTAL",
+    }
     if page_items:
         kwargs["Limit"] = page_items
     if start_key:

@@ -105,8 +105,11 @@ class DynamoDBScanProgress:
     def load(self, run: str) -> dict[str, Doc]:
         result: dict[str, Doc] = {}
         kwargs: dict[str, Any] = {
-            "TableName": self.table_name, "ConsistentRead": True, "FilterExpression": "#sid = :sid",
-            "ExpressionAttributeNames": {"#sid": "stream_id"}, "ExpressionAttributeValues": {":sid": {"S": run}},
+            "TableName": self.table_name,
+            "ConsistentRead": True,
+            "FilterExpression": "#sid = :sid",
+            "ExpressionAttributeNames": {"#sid": "stream_id"},
+            "ExpressionAttributeValues": {":sid": {"S": run}},
         }
         while True:
             try:
@@ -124,9 +127,14 @@ class DynamoDBScanProgress:
         try:
             self._client.put_item(
                 TableName=self.table_name,
-                Item={self.HASH_KEY: {"S": f"{run}|{name}"}, "stream_id": {"S": run}, "shard_id": {"S": name},
-                      "step": {"N": str(step)}, "doc": {"S": orjson.dumps(doc).decode()},
-                      "updated_at": {"N": f"{time.time():.6f}"}},
+                Item={
+                    self.HASH_KEY: {"S": f"{run}|{name}"},
+                    "stream_id": {"S": run},
+                    "shard_id": {"S": name},
+                    "step": {"N": str(step)},
+                    "doc": {"S": orjson.dumps(doc).decode()},
+                    "updated_at": {"N": f"{time.time():.6f}"},
+                },
                 ConditionExpression="attribute_not_exists(#step) OR #step <= :step",
                 ExpressionAttributeNames={"#step": "step"},
                 ExpressionAttributeValues={":step": {"N": str(step)}},

@@ -30,8 +30,16 @@ class SendStats:
 
 
 class Sender:
-    def __init__(self, transport: ReliableTransport, signer: Signer, parker: Parker, *, origin: str, table: str,
-                 compression: Compression = Compression.ZSTD) -> None:
+    def __init__(
+        self,
+        transport: ReliableTransport,
+        signer: Signer,
+        parker: Parker,
+        *,
+        origin: str,
+        table: str,
+        compression: Compression = Compression.ZSTD,
+    ) -> None:
         self.transport = transport
         self.signer = signer
         self.parker = parker
@@ -72,10 +80,17 @@ class Sender:
             f"one change encodes to {size} bytes; the transport takes at most {self.transport.max_message_bytes}"
         )
         pos = change.position
-        self.parker.park(FailureRecord.from_exception(
-            Kind.CHANGE, State.PARKED, exc, orjson.dumps(change.to_wire()), origin=self.origin,
-            table=self.table, position=(pos.shard_id, pos.sequence_number) if pos else None,
-        ))
+        self.parker.park(
+            FailureRecord.from_exception(
+                Kind.CHANGE,
+                State.PARKED,
+                exc,
+                orjson.dumps(change.to_wire()),
+                origin=self.origin,
+                table=self.table,
+                position=(pos.shard_id, pos.sequence_number) if pos else None,
+            )
+        )
 
     def close(self) -> None:
         self.transport.close()
@@ -89,6 +104,9 @@ def envelope_id_for(origin: str, table: str, changes: Sequence[Change]) -> str:
     for c in changes:
         pos = c.position
         # Without a stream position (scans, repairs) many changes share a version: the key tells them apart.
-        h.update(f"\0{pos.shard_id}:{pos.sequence_number}".encode() if pos
-                 else f"\0{c.version.encode()}|{c.key_token}".encode())
+        h.update(
+            f"\0{pos.shard_id}:{pos.sequence_number}".encode()
+            if pos
+            else f"\0{c.version.encode()}|{c.key_token}".encode()
+        )
     return h.hexdigest()

@@ -78,8 +78,13 @@ class RepairReport:
         return not self.refused and not self.unconfirmed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "confirmed": self.confirmed, "settled": self.settled,
-                "refused": self.refused, "unconfirmed": self.unconfirmed}
+        return {
+            "sent": self.sent,
+            "confirmed": self.confirmed,
+            "settled": self.settled,
+            "refused": self.refused,
+            "unconfirmed": self.unconfirmed,
+        }
 
 
 @dataclass
@@ -105,10 +110,15 @@ class VerifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "identical": self.identical, "source_items": self.source_items, "target_items": self.target_items,
-            "buckets": self.buckets, "differing_buckets": self.differing_buckets,
-            "differences": [d.as_dict() for d in self.differences], "settled": self.settled,
-            "rcu": round(self.rcu, 1), "seconds": round(self.seconds, 2),
+            "identical": self.identical,
+            "source_items": self.source_items,
+            "target_items": self.target_items,
+            "buckets": self.buckets,
+            "differing_buckets": self.differing_buckets,
+            "differences": [d.as_dict() for d in self.differences],
+            "settled": self.settled,
+            "rcu": round(self.rcu, 1),
+            "seconds": round(self.seconds, 2),
             "repair": self.repair.as_dict() if self.repair is not None else None,
         }
 
@@ -130,8 +140,17 @@ def bucket_of(key: bytes, buckets: int) -> int:
 
 
 class Verifier:
-    def __init__(self, source: Side, target: Side, *, prefix: str = DEFAULT_PREFIX, segments: int = 4,
-                 buckets: int | None = None, rcu: float | None = None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        source: Side,
+        target: Side,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        segments: int = 4,
+        buckets: int | None = None,
+        rcu: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.source = source
         self.target = target
         self.prefix = prefix
@@ -143,8 +162,10 @@ class Verifier:
         key_names = table_keys(source.client, source.table, source.name)
         target_keys = table_keys(target.client, target.table, target.name)
         if key_names != target_keys:
-            raise ConfigError(f"key schemas differ: source {source.table!r} has {list(key_names)},"
-                              f" target {target.table!r} has {list(target_keys)}")
+            raise ConfigError(
+                f"key schemas differ: source {source.table!r} has {list(key_names)},"
+                f" target {target.table!r} has {list(target_keys)}"
+            )
         self.key_names = key_names
         self._lock = threading.Lock()
 
@@ -175,8 +196,12 @@ class Verifier:
         self._parallel(digest_pass)
         result.source_items = sum(counts[self.source.name])
         result.target_items = sum(counts[self.target.name])
-        differing = {b for b in range(k) if (sums[self.source.name][b], counts[self.source.name][b])
-                     != (sums[self.target.name][b], counts[self.target.name][b])}
+        differing = {
+            b
+            for b in range(k)
+            if (sums[self.source.name][b], counts[self.source.name][b])
+            != (sums[self.target.name][b], counts[self.target.name][b])
+        }
         result.differing_buckets = len(differing)
         if differing:
             log.info("verify: pass 2: %d of %d buckets differ; comparing their keys", len(differing), k)
@@ -189,8 +214,9 @@ class Verifier:
         return result
 
     def _items(self, side: Side, segment: int) -> Iterator[Image]:
-        for page in scan_segment(side.client, side.table, segment, self.segments, budget=self._budgets[side.name],
-                                 stop=self.stop):
+        for page in scan_segment(
+            side.client, side.table, segment, self.segments, budget=self._budgets[side.name], stop=self.stop
+        ):
             for raw in page.items:
                 yield from_boto_image(raw)
         if self.stop.is_set():
@@ -246,7 +272,7 @@ def _kind(src: Image | None, dst: Image | None, prefix: str) -> Kind | None:
 
 def _chunked(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+        yield seq[i : i + n]
 
 
 def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> dict[bytes, Image]:
@@ -281,9 +307,18 @@ class Repairer:
     (reported as refused): the target holds a write too recent to overrule safely.
     """
 
-    def __init__(self, sender: Sender, source: Side, target: Side, key_names: tuple[str, ...], *, origin: str,
-                 timestamp_attribute: str | None = None, prefix: str = DEFAULT_PREFIX,
-                 margin_s: float = COPY_MARGIN_S) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        source: Side,
+        target: Side,
+        key_names: tuple[str, ...],
+        *,
+        origin: str,
+        timestamp_attribute: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        margin_s: float = COPY_MARGIN_S,
+    ) -> None:
         self.sender = sender
         self.source = source
         self.target = target
@@ -312,29 +347,43 @@ class Repairer:
                 change = self._change(d.key, src.get(kb), dst.get(kb), not_after_us, where)
                 held = self._stored_version(dst.get(kb))
                 if held is not None and held >= change.version:
-                    report.refused.append({"key": d.key, "target_version": held.encode(),
-                                           "repair_version": change.version.encode()})
+                    report.refused.append(
+                        {"key": d.key, "target_version": held.encode(), "repair_version": change.version.encode()}
+                    )
                     continue
                 changes.append(change)
                 sent.append(d.key)
             self.sender.send(changes)
             report.sent += len(changes)
         if report.refused:
-            log.warning("verify --repair: %d keys not repaired: the target holds a version newer than the repair"
-                        " could safely claim (a write under %.0f s old, or a clock problem); run verify again later",
-                        len(report.refused), self.margin_s)
+            log.warning(
+                "verify --repair: %d keys not repaired: the target holds a version newer than the repair"
+                " could safely claim (a write under %.0f s old, or a clock problem); run verify again later",
+                len(report.refused),
+                self.margin_s,
+            )
         report.unconfirmed = self._await(sent, wait_s)
         report.confirmed = len(sent) - len(report.unconfirmed)
         return report
 
     def _change(self, key: Image, src: Image | None, dst: Image | None, not_after_us: int, where: str) -> Change:
         if src is not None:
-            change = scanned_change(to_boto_image(src), key_names=self.key_names, origin=self.origin,
-                                    timestamp_attribute=self.timestamp_attribute, not_after_us=not_after_us,
-                                    where=where)
+            change = scanned_change(
+                to_boto_image(src),
+                key_names=self.key_names,
+                origin=self.origin,
+                timestamp_attribute=self.timestamp_attribute,
+                not_after_us=not_after_us,
+                where=where,
+            )
             if self.timestamp_attribute and self.timestamp_attribute in src:
-                return Change(change.keys, Operation.PUT, Version(change.version.ts_us, self.origin, MAX_SEQ),
-                              change.new_image, change.position)
+                return Change(
+                    change.keys,
+                    Operation.PUT,
+                    Version(change.version.ts_us, self.origin, MAX_SEQ),
+                    change.new_image,
+                    change.position,
+                )
             return change
         ts = not_after_us
         if self.timestamp_attribute and dst is not None and self.timestamp_attribute in dst:
@@ -365,8 +414,11 @@ class Repairer:
             for chunk in _chunked(pending, BATCH_GET):
                 src = read_items(self.source, chunk, self.key_names)
                 dst = read_items(self.target, chunk, self.key_names)
-                still += [k for k in chunk
-                          if _kind(src.get(kb := key_bytes(k, self.key_names)), dst.get(kb), self.prefix) is not None]
+                still += [
+                    k
+                    for k in chunk
+                    if _kind(src.get(kb := key_bytes(k, self.key_names)), dst.get(kb), self.prefix) is not None
+                ]
             pending = still
             if not pending or time.monotonic() >= deadline:
                 break

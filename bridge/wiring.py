@@ -34,8 +34,9 @@ from bridge.transport.reliable import ReliableTransport
 log = logging.getLogger(__name__)
 
 
-def _transports(url: str, dead_letter: str | None, role: str,
-                stop: threading.Event) -> tuple[ReliableTransport, ReliableTransport]:
+def _transports(
+    url: str, dead_letter: str | None, role: str, stop: threading.Event
+) -> tuple[ReliableTransport, ReliableTransport]:
     main = open_transport(url, role)
     dlq_url = TransportURL.parse(dead_letter) if dead_letter else main.dead_letter_url()
     dlq = open_transport(dlq_url, "dlq")
@@ -44,11 +45,20 @@ def _transports(url: str, dead_letter: str | None, role: str,
 
 def aws_side(cfg: PublishConfig | ApplyConfig, which: str, **extra: Any) -> AwsSide:
     """The source or target side's AWS settings (``source_*`` / ``target_*``, ``aws_*``)."""
-    values = {name.removeprefix(f"{which}_"): value for name, value in cfg.model_dump().items()
-              if name.startswith(f"{which}_")}
+    values = {
+        name.removeprefix(f"{which}_"): value
+        for name, value in cfg.model_dump().items()
+        if name.startswith(f"{which}_")
+    }
     values["endpoint_url"] = values.pop("endpoint", None)
-    return AwsSide.from_params(values, what=f"{which} side", connect_timeout=cfg.aws_connect_timeout,
-                               read_timeout=cfg.aws_read_timeout, max_attempts=cfg.aws_max_attempts, **extra)
+    return AwsSide.from_params(
+        values,
+        what=f"{which} side",
+        connect_timeout=cfg.aws_connect_timeout,
+        read_timeout=cfg.aws_read_timeout,
+        max_attempts=cfg.aws_max_attempts,
+        **extra,
+    )
 
 
 def describe_source(client: Any, table: str, *, old_images: bool = False) -> tuple[tuple[str, ...], str]:
@@ -69,8 +79,10 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
             " NEW_IMAGE or NEW_AND_OLD_IMAGES"
         )
     if old_images and spec.get("StreamViewType") != "NEW_AND_OLD_IMAGES":
-        raise ConfigError(f"active-active needs the stream of {table!r} to be NEW_AND_OLD_IMAGES, not"
-                          f" {spec.get('StreamViewType')}: old images tell the bridge's own writes from others")
+        raise ConfigError(
+            f"active-active needs the stream of {table!r} to be NEW_AND_OLD_IMAGES, not"
+            f" {spec.get('StreamViewType')}: old images tell the bridge's own writes from others"
+        )
     keys = tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
     return keys, arn
 
@@ -78,25 +90,35 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False) -> Publisher:
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
-    key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table,
-                                            old_images=cfg.active_active)
+    key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
     store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"))
-    reader = StreamReader(side.client("dynamodbstreams"), stream_arn, store,
-                          start_position=cfg.start_position, on_trimmed=cfg.on_trimmed)
+    reader = StreamReader(
+        side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
+    )
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop)
     guard = None
     if cfg.active_active:
         # The same table bridge-apply writes to: its tombstones tell our deletes from the application's.
-        local = TargetTable.open(side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix,
-                                 tombstone_table=cfg.tombstone_table)
+        local = TargetTable.open(
+            side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix, tombstone_table=cfg.tombstone_table
+        )
         state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
         guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
     return Publisher(
-        reader, transport, signer, Parker(dlq, cfg.quarantine_dir),
-        table=cfg.source_table, key_names=key_names, origin=cfg.origin_id,
-        timestamp_attribute=cfg.timestamp_attribute, compression=Compression(cfg.compression),
+        reader,
+        transport,
+        signer,
+        Parker(dlq, cfg.quarantine_dir),
+        table=cfg.source_table,
+        key_names=key_names,
+        origin=cfg.origin_id,
+        timestamp_attribute=cfg.timestamp_attribute,
+        compression=Compression(cfg.compression),
         limits=BatchLimits(cfg.batch_max_changes, cfg.batch_max_bytes, cfg.batch_max_wait),
-        measure_raw=measure_raw, stop=stop, guard=guard, ttl_deletes=cfg.ttl_deletes,
+        measure_raw=measure_raw,
+        stop=stop,
+        guard=guard,
+        ttl_deletes=cfg.ttl_deletes,
     )
 
 
@@ -104,45 +126,87 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
     trust = TrustStore.load(cfg.trusted_keys)
     side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))
     target = TargetTable.open(
-        side.client("dynamodb"), cfg.target_table, prefix=cfg.attribute_prefix,
-        tombstone_table=cfg.tombstone_table, tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
-        create=cfg.create, local_origin=cfg.origin or cfg.target_region,
+        side.client("dynamodb"),
+        cfg.target_table,
+        prefix=cfg.attribute_prefix,
+        tombstone_table=cfg.tombstone_table,
+        tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
+        create=cfg.create,
+        local_origin=cfg.origin or cfg.target_region,
     )
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop)
-    return Applier(transport, target, trust, Parker(dlq, cfg.quarantine_dir), workers=cfg.workers,
-                   batch_messages=cfg.prefetch, on_applied=on_applied, stop=stop,
-                   transient_retries=cfg.transient_retries, retry_policy=RetryPolicy(
-                       cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay))
+    return Applier(
+        transport,
+        target,
+        trust,
+        Parker(dlq, cfg.quarantine_dir),
+        workers=cfg.workers,
+        batch_messages=cfg.prefetch,
+        on_applied=on_applied,
+        stop=stop,
+        transient_retries=cfg.transient_retries,
+        retry_policy=RetryPolicy(
+            cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay
+        ),
+    )
 
 
-def build_sender(transport_url: str, dead_letter: str | None, signer: Signer, quarantine_dir: Path, *,
-                 origin: str, table: str, stop: threading.Event, compression: str = "zstd") -> Sender:
+def build_sender(
+    transport_url: str,
+    dead_letter: str | None,
+    signer: Signer,
+    quarantine_dir: Path,
+    *,
+    origin: str,
+    table: str,
+    stop: threading.Event,
+    compression: str = "zstd",
+) -> Sender:
     """A sender of its own (connections included): the bootstrap's worker threads and ``verify --repair``."""
     transport, dlq = _transports(transport_url, dead_letter, "publish", stop)
-    return Sender(transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table,
-                  compression=Compression(compression))
+    return Sender(
+        transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table, compression=Compression(compression)
+    )
 
 
 def build_bootstrap(cfg: PublishConfig, stop: threading.Event) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
     if cfg.start_position == "latest":
-        log.info("--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
-                 " while the copy runs is missed")
+        log.info(
+            "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
+            " while the copy runs is missed"
+        )
     publisher = build_publisher(cfg.model_copy(update={"start_position": "trim-horizon"}), stop)
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     client = side.client("dynamodb")
 
     def make_sender() -> Sender:
-        return build_sender(cfg.transport, cfg.dead_letter, signer, cfg.quarantine_dir, origin=cfg.origin_id,
-                            table=cfg.source_table, stop=stop, compression=cfg.compression)
+        return build_sender(
+            cfg.transport,
+            cfg.dead_letter,
+            signer,
+            cfg.quarantine_dir,
+            origin=cfg.origin_id,
+            table=cfg.source_table,
+            stop=stop,
+            compression=cfg.compression,
+        )
 
     bootstrap = Bootstrap(
-        client, cfg.source_table, publisher.key_names, open_scan_progress(cfg.checkpoint, lambda: client),
-        make_sender, origin=cfg.origin_id, timestamp_attribute=cfg.timestamp_attribute,
+        client,
+        cfg.source_table,
+        publisher.key_names,
+        open_scan_progress(cfg.checkpoint, lambda: client),
+        make_sender,
+        origin=cfg.origin_id,
+        timestamp_attribute=cfg.timestamp_attribute,
         version_attribute=f"{cfg.attribute_prefix}_v" if cfg.active_active else None,
-        segments=cfg.bootstrap_segments, rcu=cfg.bootstrap_rcu, page_items=cfg.bootstrap_page_items,
+        segments=cfg.bootstrap_segments,
+        rcu=cfg.bootstrap_rcu,
+        page_items=cfg.bootstrap_page_items,
         limits=BatchLimits(cfg.batch_max_changes, cfg.batch_max_bytes, cfg.batch_max_wait),
-        force=cfg.bootstrap_force, stop=stop,
+        force=cfg.bootstrap_force,
+        stop=stop,
     )
     return publisher, bootstrap

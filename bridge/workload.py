@@ -25,10 +25,13 @@ class Op:
     update: dict[str, Any] | None = None  # kwargs for update_item
 
 
-def create_table(client: Any, name: str, *, stream: bool = True, key_schema: Any = TABLE_KEYS,
-                 attributes: Any = TABLE_ATTRS) -> None:
+def create_table(
+    client: Any, name: str, *, stream: bool = True, key_schema: Any = TABLE_KEYS, attributes: Any = TABLE_ATTRS
+) -> None:
     kwargs: dict[str, Any] = {
-        "TableName": name, "KeySchema": list(key_schema), "AttributeDefinitions": list(attributes),
+        "TableName": name,
+        "KeySchema": list(key_schema),
+        "AttributeDefinitions": list(attributes),
         "BillingMode": "PAY_PER_REQUEST",
     }
     if stream:
@@ -40,8 +43,9 @@ def create_table(client: Any, name: str, *, stream: bool = True, key_schema: Any
 class Workload:
     """``ops(n)`` yields a mix over a key space; ``rng`` makes it reproducible."""
 
-    def __init__(self, seed: int = 7, keys: int = 100, timestamp_attribute: str | None = "updated_at",
-                 big_item_every: int = 0) -> None:
+    def __init__(
+        self, seed: int = 7, keys: int = 100, timestamp_attribute: str | None = "updated_at", big_item_every: int = 0
+    ) -> None:
         self.rng = random.Random(seed)
         self.keys = keys
         self.timestamp_attribute = timestamp_attribute
@@ -58,14 +62,18 @@ class Workload:
             "tenant": {"S": key[0]},
             "user_id": {"N": str(key[1])},
             "name": {"S": f"user {rng.randrange(10**6)} ünïcødé"},
-            "score": {"N": str(Decimal(rng.randrange(-10**6, 10**6)) / 100)},
+            "score": {"N": str(Decimal(rng.randrange(-(10**6), 10**6)) / 100)},
             "avatar": {"B": rng.randbytes(rng.randrange(1, 64))},
             "tags": {"SS": sorted({f"t{rng.randrange(20)}" for _ in range(rng.randrange(1, 5))})},
             "lucky": {"NS": sorted({str(rng.randrange(100)) for _ in range(rng.randrange(1, 4))})},
             "keys": {"BS": [rng.randbytes(8) for _ in range(rng.randrange(1, 3))]},
-            "profile": {"M": {"city": {"S": rng.choice(["Beijing", "Seattle", "Ningxia"])},
-                              "age": {"N": str(rng.randrange(18, 90))},
-                              "history": {"L": [{"N": str(rng.randrange(9))}, {"BOOL": rng.random() < 0.5}]}}},
+            "profile": {
+                "M": {
+                    "city": {"S": rng.choice(["Beijing", "Seattle", "Ningxia"])},
+                    "age": {"N": str(rng.randrange(18, 90))},
+                    "history": {"L": [{"N": str(rng.randrange(9))}, {"BOOL": rng.random() < 0.5}]},
+                }
+            },
             "flags": {"L": [{"BOOL": True}, {"NULL": True}, {"S": "x"}]},
             "active": {"BOOL": rng.random() < 0.5},
             "nothing": {"NULL": True},
@@ -93,8 +101,15 @@ class Workload:
                     expr += ", #t = :t"
                     values[":t"] = {"N": f"{time.time():.6f}"}
                 names = {"#n": "name", **({"#t": self.timestamp_attribute} if self.timestamp_attribute else {})}
-                yield Op("update", kd, update={"UpdateExpression": expr, "ExpressionAttributeValues": values,
-                                                "ExpressionAttributeNames": names})
+                yield Op(
+                    "update",
+                    kd,
+                    update={
+                        "UpdateExpression": expr,
+                        "ExpressionAttributeValues": values,
+                        "ExpressionAttributeNames": names,
+                    },
+                )
             else:
                 self.live.add(key)
                 yield Op("put", kd, item=self.item(key))

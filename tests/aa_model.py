@@ -108,9 +108,12 @@ class Replica:
         else:
             self.table[k] = new
         self.world.seq += 1
-        ddb: dict[str, Any] = {"Keys": {"k": {"S": k}}, "SequenceNumber": f"{self.world.seq:021d}",
-                               "ApproximateCreationDateTime": self.world.clock + self.skew,
-                               "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        ddb: dict[str, Any] = {
+            "Keys": {"k": {"S": k}},
+            "SequenceNumber": f"{self.world.seq:021d}",
+            "ApproximateCreationDateTime": self.world.clock + self.skew,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        }
         if old is not None:
             ddb["OldImage"] = old
         if new is not None:
@@ -122,7 +125,7 @@ class Replica:
 
     # -- bridge-publish: stream -> guard -> the other replicas ----------------------------
     def publish(self, n: int, checkpoint: bool) -> None:
-        for record in self.stream[self.cursor:self.cursor + n]:
+        for record in self.stream[self.cursor : self.cursor + n]:
             change = parse_record(record, key_names=("k",), origin=self.name, shard_id="shard-0")
             shipped = self.guard.admit(record, change)
             if shipped is not None:

@@ -51,9 +51,15 @@ def trusted_dir(tmp_path: Path, *signers: Signer) -> Path:
 
 
 def apply_config(tmp_path: Path, endpoint: str, table: str, transport: str, **settings: Any) -> ApplyConfig:
-    return ApplyConfig(target_table=table, target_region="us-west-2", target_endpoint=endpoint,
-                       trusted_keys=tmp_path / "trusted", transport=transport, quarantine_dir=tmp_path / "q",
-                       **settings)
+    return ApplyConfig(
+        target_table=table,
+        target_region="us-west-2",
+        target_endpoint=endpoint,
+        trusted_keys=tmp_path / "trusted",
+        transport=transport,
+        quarantine_dir=tmp_path / "q",
+        **settings,
+    )
 
 
 def records_on(url: str, take: bool = True, wait: float = 0.2) -> list[FailureRecord]:
@@ -112,9 +118,13 @@ class Throttle:
         with self._lock:
             if self.throttled(user_id):
                 self.refused += 1
-                error = {"Code": "ProvisionedThroughputExceededException",
-                         "Message": "The level of configured provisioned throughput for the table was exceeded."}
-                return (AWSResponse(params.get("url", ""), 400, {}, None),
-                        {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}})
+                error = {
+                    "Code": "ProvisionedThroughputExceededException",
+                    "Message": "The level of configured provisioned throughput for the table was exceeded.",
+                }
+                return (
+                    AWSResponse(params.get("url", ""), 400, {}, None),
+                    {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                )
             self.sent[user_id] += 1
         return None

@@ -40,8 +40,9 @@ def _model_client() -> Any:
 
 def client_error(code: str, message: str, operation: str) -> ClientError:
     cls = _model_client().exceptions.from_code(code)
-    error: ClientError = cls({"Error": {"Code": code, "Message": message},
-                              "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+    error: ClientError = cls(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation
+    )
     return error
 
 
@@ -113,12 +114,16 @@ class ScriptedKinesis:
                 results.append({"ErrorCode": code, "ErrorMessage": f"scripted {code}"})
                 continue
             key_hash = int(hashlib.md5(entry["PartitionKey"].encode()).hexdigest(), 16)
-            shard = next(s for s in self.shards.values()
-                         if s.ending is None and s.start_hash <= key_hash <= s.end_hash)
+            shard = next(s for s in self.shards.values() if s.ending is None and s.start_hash <= key_hash <= s.end_hash)
             seq = str(next(self._seq))
-            shard.records.append({"SequenceNumber": seq, "Data": bytes(entry["Data"]),
-                                  "PartitionKey": entry["PartitionKey"],
-                                  "ApproximateArrivalTimestamp": dt.datetime.now(dt.timezone.utc)})
+            shard.records.append(
+                {
+                    "SequenceNumber": seq,
+                    "Data": bytes(entry["Data"]),
+                    "PartitionKey": entry["PartitionKey"],
+                    "ApproximateArrivalTimestamp": dt.datetime.now(dt.timezone.utc),
+                }
+            )
             results.append({"SequenceNumber": seq, "ShardId": shard.shard_id})
         return {"FailedRecordCount": sum("ErrorCode" in r for r in results), "Records": results}
 
@@ -126,7 +131,7 @@ class ScriptedKinesis:
         assert (StreamName is None) != (NextToken is None), "ListShards takes StreamName or NextToken, not both"
         start = int(base64.b64decode(NextToken)) if NextToken else 0
         ids = list(self.shards)
-        page = ids[start:start + self.page_size]
+        page = ids[start : start + self.page_size]
         response: dict[str, Any] = {"Shards": [self._describe(self.shards[s]) for s in page]}
         if start + self.page_size < len(ids):
             response["NextToken"] = base64.b64encode(str(start + self.page_size).encode()).decode()
@@ -144,8 +149,9 @@ class ScriptedKinesis:
             info[key] = parent
         return info
 
-    def get_shard_iterator(self, StreamName: str, ShardId: str, ShardIteratorType: str,
-                           StartingSequenceNumber: str | None = None) -> dict[str, Any]:
+    def get_shard_iterator(
+        self, StreamName: str, ShardId: str, ShardIteratorType: str, StartingSequenceNumber: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append(f"GetShardIterator:{ShardId}:{ShardIteratorType}:{StartingSequenceNumber}")
         shard = self.shards[ShardId]
         if ShardIteratorType == "TRIM_HORIZON":
@@ -171,13 +177,18 @@ class ScriptedKinesis:
         if self.expire_after_uses is not None and uses >= self.expire_after_uses:
             raise client_error("ExpiredIteratorException", "Iterator expired", "GetRecords")
         shard = self.shards[shard_id]
-        records = shard.records[index:index + Limit]
+        records = shard.records[index : index + Limit]
         end = index + len(records)
-        response: dict[str, Any] = {"Records": [dict(r) for r in records],
-                                    "MillisBehindLatest": 0 if end == len(shard.records) else 1000}
+        response: dict[str, Any] = {
+            "Records": [dict(r) for r in records],
+            "MillisBehindLatest": 0 if end == len(shard.records) else 1000,
+        }
         if shard.ending is not None and end == len(shard.records):
-            response["ChildShards"] = [{"ShardId": s.shard_id, "ParentShards": list(s.parents)}
-                                       for s in self.shards.values() if shard_id in s.parents]
+            response["ChildShards"] = [
+                {"ShardId": s.shard_id, "ParentShards": list(s.parents)}
+                for s in self.shards.values()
+                if shard_id in s.parents
+            ]
         else:
             response["NextShardIterator"] = self._token(shard_id, end, uses + 1)
         return response

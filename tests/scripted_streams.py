@@ -36,9 +36,7 @@ DEFAULT_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/scripted/stream/202
 @cache
 def _model_client() -> Any:
     # Only for its exception classes; it never sends a request.
-    return boto3.client(
-        "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
+    return boto3.client("dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
 
 
 def client_error(code: str, message: str, operation: str) -> ClientError:
@@ -197,14 +195,10 @@ class ScriptedStreams:
             position = len(shard.records)
         else:
             assert SequenceNumber is not None
-            finder = (
-                bisect.bisect_right if ShardIteratorType == "AFTER_SEQUENCE_NUMBER" else bisect.bisect_left
-            )
+            finder = bisect.bisect_right if ShardIteratorType == "AFTER_SEQUENCE_NUMBER" else bisect.bisect_left
             position = finder(shard.seqs, int(SequenceNumber))
             if position < shard.trimmed:
-                raise client_error(
-                    _TRIMMED, f"Sequence number {SequenceNumber} is beyond the trim horizon", op
-                )
+                raise client_error(_TRIMMED, f"Sequence number {SequenceNumber} is beyond the trim horizon", op)
         return {"ShardIterator": self._token(_Iterator(ShardId, position))}
 
     def get_records(self, *, ShardIterator: str, Limit: int | None = None) -> dict[str, Any]:
@@ -213,9 +207,7 @@ class ScriptedStreams:
         self._called(op, ShardId=state.shard_id if state else None, Limit=Limit)
         if state is None:
             raise client_error("ValidationException", "Invalid ShardIterator", op)
-        if state.position < 0 or (
-            self.expire_after_uses is not None and state.uses >= self.expire_after_uses
-        ):
+        if state.position < 0 or (self.expire_after_uses is not None and state.uses >= self.expire_after_uses):
             raise client_error("ExpiredIteratorException", "Iterator expired", op)
         shard = self.shards[state.shard_id]
         if state.position < shard.trimmed:

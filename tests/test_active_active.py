@@ -34,12 +34,18 @@ def writer(client: Any, table: str, seed: int, ops: int, keys: int, errors: list
             if roll < 0.2:
                 client.delete_item(TableName=table, Key=key)
             elif roll < 0.45:
-                client.update_item(TableName=table, Key=key, UpdateExpression="SET #w = :w, n = :n",
-                                   ExpressionAttributeNames={"#w": "writer"},
-                                   ExpressionAttributeValues={":w": {"S": f"w{seed}-upd-{i}"}, ":n": {"N": str(i)}})
+                client.update_item(
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression="SET #w = :w, n = :n",
+                    ExpressionAttributeNames={"#w": "writer"},
+                    ExpressionAttributeValues={":w": {"S": f"w{seed}-upd-{i}"}, ":n": {"N": str(i)}},
+                )
             else:
-                client.put_item(TableName=table, Item={**key, "writer": {"S": f"w{seed}-{i}"},
-                                                       "blob": {"B": rng.randbytes(16)}, "n": {"N": str(i)}})
+                client.put_item(
+                    TableName=table,
+                    Item={**key, "writer": {"S": f"w{seed}-{i}"}, "blob": {"B": rng.randbytes(16)}, "n": {"N": str(i)}},
+                )
             time.sleep(rng.uniform(0, 0.03))
     except BaseException as exc:
         errors.append(exc)
@@ -61,19 +67,50 @@ def test_two_regions_converge_with_no_echo(amqp_url: str, unique: str, tmp_path:
         queue = {"a": f"{amqp_url}?queue={unique}-a-to-b", "b": f"{amqp_url}?queue={unique}-b-to-a"}
         other = {"a": "b", "b": "a"}
         log = {n: tmp_path / f"{n}.log" for n in regions}
-        pub_args = {n: ["--source-table", unique, "--source-region", r, "--source-endpoint", ep, "--active-active",
-                        "--transport", queue[n], "--signing-key", str(keys[n][0]),
-                        "--checkpoint", str(tmp_path / f"cp-{n}.sqlite"), "--quarantine-dir", str(tmp_path / "q")]
-                    for n, (r, ep) in regions.items()}
-        app_args = {n: ["--target-table", unique, "--target-region", r, "--target-endpoint", ep,
-                        "--transport", queue[other[n]], "--trusted-keys", str(keys[other[n]][1]),
-                        "--quarantine-dir", str(tmp_path / "q")]
-                    for n, (r, ep) in regions.items()}
+        pub_args = {
+            n: [
+                "--source-table",
+                unique,
+                "--source-region",
+                r,
+                "--source-endpoint",
+                ep,
+                "--active-active",
+                "--transport",
+                queue[n],
+                "--signing-key",
+                str(keys[n][0]),
+                "--checkpoint",
+                str(tmp_path / f"cp-{n}.sqlite"),
+                "--quarantine-dir",
+                str(tmp_path / "q"),
+            ]
+            for n, (r, ep) in regions.items()
+        }
+        app_args = {
+            n: [
+                "--target-table",
+                unique,
+                "--target-region",
+                r,
+                "--target-endpoint",
+                ep,
+                "--transport",
+                queue[other[n]],
+                "--trusted-keys",
+                str(keys[other[n]][1]),
+                "--quarantine-dir",
+                str(tmp_path / "q"),
+            ]
+            for n, (r, ep) in regions.items()
+        }
         procs = {f"pub-{n}": start("bridge.cli.publish", pub_args[n], log[n]) for n in regions}
         procs.update({f"app-{n}": start("bridge.cli.apply", app_args[n], log[n]) for n in regions})
         errors: list[BaseException] = []
-        writers = [threading.Thread(target=writer, args=(clients[n], unique, seed, 150, 12, errors))
-                   for seed, n in enumerate(regions)]
+        writers = [
+            threading.Thread(target=writer, args=(clients[n], unique, seed, 150, 12, errors))
+            for seed, n in enumerate(regions)
+        ]
         try:
             for w in writers:
                 w.start()

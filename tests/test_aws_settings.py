@@ -111,30 +111,47 @@ def caller(side: AwsSide) -> str:
 
 
 def test_from_params_reads_every_setting() -> None:
-    side = AwsSide.from_params({
-        "region": "cn-north-1", "endpoint_url": "https://kinesis.cn-north-1.amazonaws.com.cn", "role_arn":
-        "arn:aws-cn:iam::123456789012:role/r", "external_id": "ext-1", "proxy": "http://u:p@proxy:3128",
-        "connect_timeout": "2.5", "read_timeout": "9", "max_attempts": "4", "queue": "ignored",
-    }, what="test")
-    assert (side.region, side.role_arn, side.external_id) == ("cn-north-1", "arn:aws-cn:iam::123456789012:role/r",
-                                                              "ext-1")
+    side = AwsSide.from_params(
+        {
+            "region": "cn-north-1",
+            "endpoint_url": "https://kinesis.cn-north-1.amazonaws.com.cn",
+            "role_arn": "arn:aws-cn:iam::123456789012:role/r",
+            "external_id": "ext-1",
+            "proxy": "http://u:p@proxy:3128",
+            "connect_timeout": "2.5",
+            "read_timeout": "9",
+            "max_attempts": "4",
+            "queue": "ignored",
+        },
+        what="test",
+    )
+    assert (side.region, side.role_arn, side.external_id) == (
+        "cn-north-1",
+        "arn:aws-cn:iam::123456789012:role/r",
+        "ext-1",
+    )
     assert (side.connect_timeout, side.read_timeout, side.max_attempts) == (2.5, 9.0, 4)
     assert "u:p" not in repr(side) and "ext-1" not in repr(side)
 
 
-@pytest.mark.parametrize("params,fragment", [
-    ({}, "region is required"),
-    ({"region": "us-west-2", "max_attempts": "many"}, "max_attempts must be a number"),
-    ({"region": "us-west-2", "max_attempts": "0"}, "max_attempts must be at least 1"),
-    ({"region": "us-west-2", "role_arn": "bridge-role"}, "not a role ARN"),
-    ({"region": "us-west-2", "external_id": "xyz"}, "only used with role_arn"),
-    ({"region": "us-west-2", "proxy": "proxy:3128"}, "proxy must be an http:// or https:// URL"),
-    ({"region": "us-west-2", "ssm_access_key_param": "/k"}, "go together"),
-    ({"region": "us-west-2", "profile": "p", "access_key_env": "A", "secret_key_env": "B"},
-     "choose one credential source"),
-    ({"region": "us-west-2", "access_key_env": "1A", "secret_key_env": "B"}, "must name an environment variable"),
-    ({"region": "US West"}, "is not a region name"),
-])
+@pytest.mark.parametrize(
+    "params,fragment",
+    [
+        ({}, "region is required"),
+        ({"region": "us-west-2", "max_attempts": "many"}, "max_attempts must be a number"),
+        ({"region": "us-west-2", "max_attempts": "0"}, "max_attempts must be at least 1"),
+        ({"region": "us-west-2", "role_arn": "bridge-role"}, "not a role ARN"),
+        ({"region": "us-west-2", "external_id": "xyz"}, "only used with role_arn"),
+        ({"region": "us-west-2", "proxy": "proxy:3128"}, "proxy must be an http:// or https:// URL"),
+        ({"region": "us-west-2", "ssm_access_key_param": "/k"}, "go together"),
+        (
+            {"region": "us-west-2", "profile": "p", "access_key_env": "A", "secret_key_env": "B"},
+            "choose one credential source",
+        ),
+        ({"region": "us-west-2", "access_key_env": "1A", "secret_key_env": "B"}, "must name an environment variable"),
+        ({"region": "US West"}, "is not a region name"),
+    ],
+)
 def test_bad_settings_are_named(params: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment) as info:
         AwsSide.from_params(params, what="kinesis://s")
@@ -151,21 +168,34 @@ def test_clients_use_adaptive_retries_timeouts_and_the_proxy_for_both_schemes() 
 
 
 def test_a_proxy_password_never_reaches_a_log_line() -> None:
-    url = AwsTransportURL.wrap(TransportURL.parse(
-        "kinesis://s?region=us-west-2&proxy=http%3A%2F%2Fbridge%3As3cret%40proxy%3A3128"))
+    url = AwsTransportURL.wrap(
+        TransportURL.parse("kinesis://s?region=us-west-2&proxy=http%3A%2F%2Fbridge%3As3cret%40proxy%3A3128")
+    )
     assert "s3cret" not in url.redacted()
     assert "bridge:***@proxy:3128" in url.redacted()
 
 
 def test_config_settings_reach_the_side(tmp_path: Path) -> None:
     cfg = PublishConfig(
-        source_table="users", source_region="cn-north-1", source_endpoint="http://127.0.0.1:1", transport="memory://q",
-        signing_key=tmp_path / "k", source_role_arn="arn:aws-cn:iam::123456789012:role/reader",
-        source_external_id="ext-id", source_proxy="http://proxy:3128", aws_connect_timeout=1.5, aws_max_attempts=3,
+        source_table="users",
+        source_region="cn-north-1",
+        source_endpoint="http://127.0.0.1:1",
+        transport="memory://q",
+        signing_key=tmp_path / "k",
+        source_role_arn="arn:aws-cn:iam::123456789012:role/reader",
+        source_external_id="ext-id",
+        source_proxy="http://proxy:3128",
+        aws_connect_timeout=1.5,
+        aws_max_attempts=3,
     )
     side = aws_side(cfg, "source")
     assert (side.region, side.endpoint_url, side.role_arn, side.external_id, side.proxy) == (
-        "cn-north-1", "http://127.0.0.1:1", "arn:aws-cn:iam::123456789012:role/reader", "ext-id", "http://proxy:3128")
+        "cn-north-1",
+        "http://127.0.0.1:1",
+        "arn:aws-cn:iam::123456789012:role/reader",
+        "ext-id",
+        "http://proxy:3128",
+    )
     assert (side.connect_timeout, side.read_timeout, side.max_attempts) == (1.5, 30.0, 3)
 
 
@@ -173,8 +203,18 @@ def test_config_refuses_a_malformed_role_arn(tmp_path: Path) -> None:
     from bridge.config import load
 
     with pytest.raises(ConfigError, match="source_role_arn"):
-        load(PublishConfig, None, {"source_table": "users", "source_region": "us-west-2", "transport": "memory://q",
-                                   "signing_key": str(tmp_path / "k"), "source_role_arn": "reader"}, environ={})
+        load(
+            PublishConfig,
+            None,
+            {
+                "source_table": "users",
+                "source_region": "us-west-2",
+                "transport": "memory://q",
+                "signing_key": str(tmp_path / "k"),
+                "source_role_arn": "reader",
+            },
+            environ={},
+        )
 
 
 # -- credentials against moto ----------------------------------------------------------------
@@ -199,12 +239,22 @@ def test_keys_are_read_from_ssm_in_the_local_region(moto_sts_ssm: str, iam_keys:
     ssm.put_parameter(Name=f"{prefix}/ak", Value=access_key, Type="SecureString")
     ssm.put_parameter(Name=f"{prefix}/sk", Value=secret_key, Type="SecureString")
 
-    side = AwsSide("us-west-2", moto_sts_ssm, ssm_access_key_param=f"{prefix}/ak",
-                   ssm_secret_key_param=f"{prefix}/sk", ssm_region="eu-west-1")
+    side = AwsSide(
+        "us-west-2",
+        moto_sts_ssm,
+        ssm_access_key_param=f"{prefix}/ak",
+        ssm_secret_key_param=f"{prefix}/sk",
+        ssm_region="eu-west-1",
+    )
     assert caller(side) == user_arn
 
-    elsewhere = AwsSide("us-west-2", moto_sts_ssm, ssm_access_key_param=f"{prefix}/ak",
-                        ssm_secret_key_param=f"{prefix}/sk", ssm_region="ap-east-1")
+    elsewhere = AwsSide(
+        "us-west-2",
+        moto_sts_ssm,
+        ssm_access_key_param=f"{prefix}/ak",
+        ssm_secret_key_param=f"{prefix}/sk",
+        ssm_region="ap-east-1",
+    )
     with pytest.raises(ConfigError, match=f"{prefix}/ak"):
         caller(elsewhere)
 
@@ -215,13 +265,20 @@ def test_ssm_keys_then_a_role(moto_sts_ssm: str, iam_keys: tuple[str, str, str])
     prefix = f"/bridge/{uuid.uuid4().hex[:8]}"
     ssm.put_parameter(Name=f"{prefix}/ak", Value=access_key, Type="SecureString")
     ssm.put_parameter(Name=f"{prefix}/sk", Value=secret_key, Type="SecureString")
-    side = AwsSide("us-west-2", moto_sts_ssm, ssm_access_key_param=f"{prefix}/ak",
-                   ssm_secret_key_param=f"{prefix}/sk", ssm_region="eu-west-1", role_arn=ROLE)
+    side = AwsSide(
+        "us-west-2",
+        moto_sts_ssm,
+        ssm_access_key_param=f"{prefix}/ak",
+        ssm_secret_key_param=f"{prefix}/sk",
+        ssm_region="eu-west-1",
+        role_arn=ROLE,
+    )
     assert caller(side).startswith("arn:aws:sts::111111111111:assumed-role/bridge-transport/")
 
 
-def test_keys_from_named_environment_variables(moto_endpoint: str, iam_keys: tuple[str, str, str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_from_named_environment_variables(
+    moto_endpoint: str, iam_keys: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     user_arn, access_key, secret_key = iam_keys
     monkeypatch.setenv("FAR_SIDE_AK", access_key)
     monkeypatch.setenv("FAR_SIDE_SK", secret_key)
@@ -232,10 +289,13 @@ def test_keys_from_named_environment_variables(moto_endpoint: str, iam_keys: tup
         AwsSide("us-west-2", moto_endpoint, access_key_env="FAR_SIDE_AK", secret_key_env="FAR_SIDE_SK").session()
 
 
-def test_transport_credentials_come_from_its_url_not_the_process_defaults(moto_sts_ssm: str, unique: str,
-                                                                          tmp_path: Path) -> None:
-    url = (f"kinesis://{unique}?region=us-west-2&endpoint_url={moto_sts_ssm}&role_arn={ROLE}"
-           f"&checkpoint={tmp_path / 'cp.sqlite'}")
+def test_transport_credentials_come_from_its_url_not_the_process_defaults(
+    moto_sts_ssm: str, unique: str, tmp_path: Path
+) -> None:
+    url = (
+        f"kinesis://{unique}?region=us-west-2&endpoint_url={moto_sts_ssm}&role_arn={ROLE}"
+        f"&checkpoint={tmp_path / 'cp.sqlite'}"
+    )
     transport = open_transport(url, "publish")
     try:
         transport.publish([OutgoingMessage(b"across accounts", "m1", "pk")])
@@ -250,10 +310,13 @@ def test_transport_credentials_come_from_its_url_not_the_process_defaults(moto_s
 
 
 @pytest.mark.parametrize("scheme", ["kinesis", "sqs"])
-def test_transport_traffic_goes_through_the_proxy(moto_endpoint: str, proxy: CountingProxy, unique: str,
-                                                  scheme: str, tmp_path: Path) -> None:
-    url = (f"{scheme}://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&proxy={proxy.url}"
-           f"&checkpoint={tmp_path / 'cp.sqlite'}")
+def test_transport_traffic_goes_through_the_proxy(
+    moto_endpoint: str, proxy: CountingProxy, unique: str, scheme: str, tmp_path: Path
+) -> None:
+    url = (
+        f"{scheme}://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&proxy={proxy.url}"
+        f"&checkpoint={tmp_path / 'cp.sqlite'}"
+    )
     transport = open_transport(url, "consume")
     try:
         transport.publish([OutgoingMessage(b"via proxy", "m1", "pk")])
@@ -269,15 +332,22 @@ def test_transport_traffic_goes_through_the_proxy(moto_endpoint: str, proxy: Cou
     assert all(op in targets for op in expected), proxy.seen
 
 
-def test_ssm_key_reads_do_not_use_the_far_sides_proxy(moto_sts_ssm: str, proxy: CountingProxy,
-                                                      iam_keys: tuple[str, str, str]) -> None:
+def test_ssm_key_reads_do_not_use_the_far_sides_proxy(
+    moto_sts_ssm: str, proxy: CountingProxy, iam_keys: tuple[str, str, str]
+) -> None:
     user_arn, access_key, secret_key = iam_keys
     ssm = boto3.client("ssm", endpoint_url=moto_sts_ssm, region_name="eu-west-1")
     prefix = f"/bridge/{uuid.uuid4().hex[:8]}"
     ssm.put_parameter(Name=f"{prefix}/ak", Value=access_key, Type="SecureString")
     ssm.put_parameter(Name=f"{prefix}/sk", Value=secret_key, Type="SecureString")
-    side = AwsSide("us-west-2", moto_sts_ssm, proxy=proxy.url, ssm_access_key_param=f"{prefix}/ak",
-                   ssm_secret_key_param=f"{prefix}/sk", ssm_region="eu-west-1")
+    side = AwsSide(
+        "us-west-2",
+        moto_sts_ssm,
+        proxy=proxy.url,
+        ssm_access_key_param=f"{prefix}/ak",
+        ssm_secret_key_param=f"{prefix}/sk",
+        ssm_region="eu-west-1",
+    )
     assert caller(side) == user_arn
     assert len(proxy.seen) == 1, proxy.seen  # GetCallerIdentity only: the SSM reads went direct
     assert not any("AmazonSSM" in line for line in proxy.seen)

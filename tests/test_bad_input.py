@@ -51,9 +51,14 @@ def target_setup(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path)
     create_table(client, unique, stream=False)
     (tmp_path / "trusted").mkdir()
     (tmp_path / "trusted" / "bridge.pub").write_bytes(SIGNER.public_pem())
-    cfg = ApplyConfig(target_table=unique, target_region="us-west-2", target_endpoint=moto_endpoint,
-                      trusted_keys=tmp_path / "trusted", transport=f"{amqp_url}?queue={unique}",
-                      quarantine_dir=tmp_path / "q")
+    cfg = ApplyConfig(
+        target_table=unique,
+        target_region="us-west-2",
+        target_endpoint=moto_endpoint,
+        trusted_keys=tmp_path / "trusted",
+        transport=f"{amqp_url}?queue={unique}",
+        quarantine_dir=tmp_path / "q",
+    )
     return {"client": client, "cfg": cfg, "url": cfg.transport, "dlq": f"{amqp_url}?queue={unique}.dlq"}
 
 
@@ -87,12 +92,15 @@ def test_bad_envelopes_and_changes_are_dead_lettered_never_applied(target_setup:
         "unknown version": bytes(future),
         "empty": b"",
     }
-    poison = envelope([
-        put(4, name={"S": "fine"}),
-        put(5, blob={"S": "x" * 420_000}),  # over DynamoDB's 400 KB item limit
-        Change({"wrong_key": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 6)),  # schema mismatch
-        put(7, name={"S": "also fine"}),
-    ], eid="poison")
+    poison = envelope(
+        [
+            put(4, name={"S": "fine"}),
+            put(5, blob={"S": "x" * 420_000}),  # over DynamoDB's 400 KB item limit
+            Change({"wrong_key": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 6)),  # schema mismatch
+            put(7, name={"S": "also fine"}),
+        ],
+        eid="poison",
+    )
     send(target_setup["url"], [good, *bad_envelopes.values(), poison, good])  # good twice: a redelivery
 
     applier = build_applier(target_setup["cfg"], threading.Event())
@@ -158,14 +166,23 @@ class ListReader:
 
 def stream_record(seq: int, event: str = "INSERT", **image: Any) -> dict[str, Any]:
     new = {**key(seq), **image}
-    return {"eventID": f"ev{seq}", "eventName": event, "eventVersion": "1.1", "awsRegion": "cn-north-1",
-            "dynamodb": {"Keys": key(seq), "NewImage": new, "SequenceNumber": f"{seq:021d}",
-                         "SizeBytes": 100, "ApproximateCreationDateTime": 1_700_000_000}}
+    return {
+        "eventID": f"ev{seq}",
+        "eventName": event,
+        "eventVersion": "1.1",
+        "awsRegion": "cn-north-1",
+        "dynamodb": {
+            "Keys": key(seq),
+            "NewImage": new,
+            "SequenceNumber": f"{seq:021d}",
+            "SizeBytes": 100,
+            "ApproximateCreationDateTime": 1_700_000_000,
+        },
+    }
 
 
 @pytest.mark.rabbitmq
-def test_malformed_stream_records_are_parked_and_the_rest_published(amqp_url: str, unique: str,
-                                                                    tmp_path: Path) -> None:
+def test_malformed_stream_records_are_parked_and_the_rest_published(amqp_url: str, unique: str, tmp_path: Path) -> None:
     records: list[Any] = [
         stream_record(1, name={"S": "ok"}),
         stream_record(2, event="TRUNCATE"),  # unknown eventName
@@ -177,8 +194,15 @@ def test_malformed_stream_records_are_parked_and_the_rest_published(amqp_url: st
     reader = ListReader(records)
     main = ReliableTransport(open_transport(url, "publish"))
     dlq = ReliableTransport(open_transport(f"{amqp_url}?queue={unique}.dlq", "dlq"))
-    publisher = Publisher(reader, main, SIGNER, Parker(dlq, tmp_path / "q"),  # type: ignore[arg-type]
-                          table="users", key_names=("tenant", "user_id"), origin="cn-north-1")
+    publisher = Publisher(
+        reader,
+        main,
+        SIGNER,
+        Parker(dlq, tmp_path / "q"),  # type: ignore[arg-type]
+        table="users",
+        key_names=("tenant", "user_id"),
+        origin="cn-north-1",
+    )
     try:
         stats = publisher.run(until_idle=0.2)
     finally:
@@ -208,16 +232,27 @@ def test_change_too_large_for_the_transport_is_parked_not_sent(tmp_path: Path) -
     transport = open_transport(url, "publish")
     transport.max_message_bytes = 4096  # type: ignore[misc]  # a broker with a small limit
     dlq = open_transport(url + "-dlq", "dlq")
-    reader = ListReader([stream_record(1, name={"S": "small"}),
-                         stream_record(2, blob={"B": base64.b64encode(os.urandom(9000)).decode()}),
-                         stream_record(3, name={"S": "small"})])
-    publisher = Publisher(reader, ReliableTransport(transport), SIGNER,  # type: ignore[arg-type]
-                          Parker(ReliableTransport(dlq), tmp_path / "q"),
-                          table="users", key_names=("tenant", "user_id"), origin="o")
+    reader = ListReader(
+        [
+            stream_record(1, name={"S": "small"}),
+            stream_record(2, blob={"B": base64.b64encode(os.urandom(9000)).decode()}),
+            stream_record(3, name={"S": "small"}),
+        ]
+    )
+    publisher = Publisher(
+        reader,
+        ReliableTransport(transport),
+        SIGNER,  # type: ignore[arg-type]
+        Parker(ReliableTransport(dlq), tmp_path / "q"),
+        table="users",
+        key_names=("tenant", "user_id"),
+        origin="o",
+    )
     stats = publisher.run(until_idle=0.1)
     assert stats.oversize == 1 and stats.changes == 2
-    sent = [c.keys["user_id"]["N"] for d in transport.receive(10, 1)
-            for c in decode(d.body, TrustStore.of(SIGNER)).changes]
+    sent = [
+        c.keys["user_id"]["N"] for d in transport.receive(10, 1) for c in decode(d.body, TrustStore.of(SIGNER)).changes
+    ]
     assert sent == ["1", "3"]
     parked_queue = open_transport(url + "-dlq.parked", "dlq")
     (parked,) = [FailureRecord.decode(d.body) for d in parked_queue.receive(10, 1)]

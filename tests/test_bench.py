@@ -17,9 +17,16 @@ import pytest
 from bridge.bench.figures import KEYS
 
 ISSUE_KEYS = {
-    "wire_bytes_ratio", "encode_changes_per_s", "decode_changes_per_s", "relay_vs_raw_ratio",
-    "relay_vs_per_message_ratio", "source_vs_raw_ratio", "apply_vs_raw_ratio", "writes_per_change",
-    "lag_p99_s", "peak_rss_mb",
+    "wire_bytes_ratio",
+    "encode_changes_per_s",
+    "decode_changes_per_s",
+    "relay_vs_raw_ratio",
+    "relay_vs_per_message_ratio",
+    "source_vs_raw_ratio",
+    "apply_vs_raw_ratio",
+    "writes_per_change",
+    "lag_p99_s",
+    "peak_rss_mb",
 }
 
 
@@ -30,7 +37,10 @@ def test_quick_bench_writes_every_figure(amqp_url: str, moto_endpoint: str, tmp_
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "bridge.cli.admin", "bench", "--quick", "--json", str(out), "--amqp-url", amqp_url],
-        capture_output=True, text=True, timeout=240, check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -48,7 +58,12 @@ def test_quick_bench_writes_every_figure(amqp_url: str, moto_endpoint: str, tmp_
 
 
 def test_unknown_figure_is_refused_before_anything_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "bridge.cli.admin", "bench", "--only", "wire,nope"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli.admin", "bench", "--only", "wire,nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "unknown figure(s) nope" in done.stderr and "wire_bytes_ratio" in done.stderr

@@ -50,9 +50,15 @@ SIGNER = Signer.from_seed(bytes(range(32)))
 
 def item(i: int, rng: random.Random | None = None, **extra: Any) -> dict[str, Any]:
     rng = rng or random.Random(i)
-    return {"tenant": {"S": f"tenant-{i % 256}"}, "user_id": {"N": str(i)}, "name": {"S": f"user {i}"},
-            "score": {"N": str(rng.randrange(10**6))}, "tags": {"SS": [f"t{rng.randrange(9)}", "x"]},
-            "blob": {"B": rng.randbytes(8)}, **extra}
+    return {
+        "tenant": {"S": f"tenant-{i % 256}"},
+        "user_id": {"N": str(i)},
+        "name": {"S": f"user {i}"},
+        "score": {"N": str(rng.randrange(10**6))},
+        "tags": {"SS": [f"t{rng.randrange(9)}", "x"]},
+        "blob": {"B": rng.randbytes(8)},
+        **extra,
+    }
 
 
 def key_of(i: int) -> dict[str, Any]:
@@ -64,7 +70,7 @@ def seed(client: Any, table: str, ids: range, **extra: Any) -> None:
     """BatchWriteItem, 25 at a time (several times faster than PutItem on the emulator)."""
     ids_list = list(ids)
     for start_at in range(0, len(ids_list), 25):
-        requests = [{"PutRequest": {"Item": item(i, **extra)}} for i in ids_list[start_at:start_at + 25]]
+        requests = [{"PutRequest": {"Item": item(i, **extra)}} for i in ids_list[start_at : start_at + 25]]
         while requests:
             response = client.batch_write_item(RequestItems={table: requests})
             requests = response.get("UnprocessedItems", {}).get(table, [])
@@ -74,29 +80,43 @@ def existing_table(client: Any, table: str, n: int) -> None:
     """A table that held ``n`` items before its stream was enabled (what a bootstrap is for)."""
     create_table(client, table, stream=False)
     seed(client, table, range(n))
-    client.update_table(TableName=table, StreamSpecification={"StreamEnabled": True,
-                                                               "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    client.update_table(
+        TableName=table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    )
 
 
 # -- versions of scanned copies ---------------------------------------------------------------------
 
 
 def stream_put(image: dict[str, Any], when: Any, seq: int, timestamp_attribute: str | None = None) -> Any:
-    record = {"eventName": "MODIFY", "dynamodb": {"SequenceNumber": str(seq), "ApproximateCreationDateTime": when,
-                                                  "NewImage": image}}
+    record = {
+        "eventName": "MODIFY",
+        "dynamodb": {"SequenceNumber": str(seq), "ApproximateCreationDateTime": when, "NewImage": image},
+    }
     return parse_record(record, key_names=KEYS, origin=ORIGIN, timestamp_attribute=timestamp_attribute)
 
 
 @settings(max_examples=300, deadline=None)
-@given(start_s=st.floats(1.6e9, 2.0e9), read_after=st.floats(0, 86_400), write_after=st.floats(0, 3600),
-       skew=st.floats(-(COPY_MARGIN_S - 1.01), COPY_MARGIN_S - 1.01), seq=st.integers(1, 10**30))
+@given(
+    start_s=st.floats(1.6e9, 2.0e9),
+    read_after=st.floats(0, 86_400),
+    write_after=st.floats(0, 3600),
+    skew=st.floats(-(COPY_MARGIN_S - 1.01), COPY_MARGIN_S - 1.01),
+    seq=st.integers(1, 10**30),
+)
 def test_a_scanned_copy_loses_to_every_stream_write_made_after_it_was_read(
     start_s: float, read_after: float, write_after: float, skew: float, seq: int
 ) -> None:
     """Stream time is truncated to the second and taken from DynamoDB's clock (skewed from ours):
     a write after the read must still carry a newer version than the copy, whatever the delays."""
-    copy = scanned_change(item(1), key_names=KEYS, origin=ORIGIN, timestamp_attribute=None,
-                          not_after_us=int((start_s - COPY_MARGIN_S) * 1_000_000), where="bootstrap/0/0")
+    copy = scanned_change(
+        item(1),
+        key_names=KEYS,
+        origin=ORIGIN,
+        timestamp_attribute=None,
+        not_after_us=int((start_s - COPY_MARGIN_S) * 1_000_000),
+        where="bootstrap/0/0",
+    )
     written_at = start_s + read_after + write_after + skew  # by DynamoDB's clock
     stream_time = dt.datetime.fromtimestamp(int(written_at), dt.timezone.utc)  # truncated to the second
     later = stream_put(item(1, score={"N": "1"}), stream_time, seq)
@@ -105,8 +125,9 @@ def test_a_scanned_copy_loses_to_every_stream_write_made_after_it_was_read(
 
 def test_a_scanned_copy_takes_the_items_timestamp_and_loses_the_tie_to_the_streams_record() -> None:
     image = item(7, updated_at={"N": "1700000000.250000"})
-    copy = scanned_change(image, key_names=KEYS, origin=ORIGIN, timestamp_attribute="updated_at",
-                          not_after_us=1, where="bootstrap/0/3")
+    copy = scanned_change(
+        image, key_names=KEYS, origin=ORIGIN, timestamp_attribute="updated_at", not_after_us=1, where="bootstrap/0/3"
+    )
     assert copy.version.ts_us == 1_700_000_000_250_000 and copy.version.seq == 0
     same_write = stream_put(image, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), 5, "updated_at")
     assert same_write.version > copy.version  # equal time: the stream's sequence number breaks the tie
@@ -117,8 +138,12 @@ def test_scanned_copies_of_different_items_get_different_envelope_ids() -> None:
     """All copies of one run share a version, so the position (key) must tell envelopes apart."""
     from bridge.sender import envelope_id_for
 
-    copies = [scanned_change(item(i), key_names=KEYS, origin=ORIGIN, timestamp_attribute=None, not_after_us=5,
-                             where="bootstrap/5/0") for i in range(4)]
+    copies = [
+        scanned_change(
+            item(i), key_names=KEYS, origin=ORIGIN, timestamp_attribute=None, not_after_us=5, where="bootstrap/5/0"
+        )
+        for i in range(4)
+    ]
     assert envelope_id_for(ORIGIN, "t", copies[:2]) != envelope_id_for(ORIGIN, "t", copies[2:])
 
 
@@ -159,8 +184,7 @@ def test_no_budget_never_waits() -> None:
 
 def test_progress_bar_shows_items_rate_and_eta_on_a_terminal() -> None:
     out = io.StringIO()
-    meter = ProgressMeter("bar", 1000, 100, 30.0, "users",
-                          console=Console(file=out, force_terminal=True, width=160))
+    meter = ProgressMeter("bar", 1000, 100, 30.0, "users", console=Console(file=out, force_terminal=True, width=160))
     meter.advance(300, 2, 8)
     meter.close()
     text = out.getvalue()
@@ -183,8 +207,9 @@ def test_a_saved_position_keeps_binary_and_number_keys_exactly(tmp_path: Path) -
     store = open_scan_progress(str(tmp_path / "cp.sqlite"))
     store.save("bootstrap:t", "segment/3", state.to_doc(), state.pages)
     store.close()
-    assert SegmentState.from_doc(open_scan_progress(str(tmp_path / "cp.sqlite")).load("bootstrap:t")["segment/3"]) \
-        == state
+    assert (
+        SegmentState.from_doc(open_scan_progress(str(tmp_path / "cp.sqlite")).load("bootstrap:t")["segment/3"]) == state
+    )
 
 
 def test_a_late_save_never_moves_progress_back(tmp_path: Path) -> None:
@@ -213,17 +238,39 @@ class StoppingSender(Sender):
             StoppingSender.stop.set()
 
 
-def make_bootstrap(client: Any, table: str, spec: str, queue: str, tmp_path: Path, stop: threading.Event, *,
-                   stop_after: int = 0, force: bool = False, factory: Any = None) -> Bootstrap:
+def make_bootstrap(
+    client: Any,
+    table: str,
+    spec: str,
+    queue: str,
+    tmp_path: Path,
+    stop: threading.Event,
+    *,
+    stop_after: int = 0,
+    force: bool = False,
+    factory: Any = None,
+) -> Bootstrap:
     StoppingSender.sends, StoppingSender.after, StoppingSender.stop = 0, stop_after, stop
 
     def make_sender() -> Sender:
         plain = build_sender(f"memory://{queue}", None, SIGNER, tmp_path / "q", origin=ORIGIN, table=table, stop=stop)
         return StoppingSender(plain.transport, SIGNER, plain.parker, origin=ORIGIN, table=table)
 
-    return Bootstrap(client, table, KEYS, open_scan_progress(spec, factory), make_sender, origin=ORIGIN,
-                     timestamp_attribute="updated_at", segments=4, workers=1, page_items=20, force=force, stop=stop,
-                     display="none")
+    return Bootstrap(
+        client,
+        table,
+        KEYS,
+        open_scan_progress(spec, factory),
+        make_sender,
+        origin=ORIGIN,
+        timestamp_attribute="updated_at",
+        segments=4,
+        workers=1,
+        page_items=20,
+        force=force,
+        stop=stop,
+        display="none",
+    )
 
 
 @pytest.mark.aws
@@ -262,9 +309,14 @@ def test_a_stopped_copy_resumes_from_its_saved_positions_and_a_finished_one_is_n
     assert stats3.already_complete and stats3.items == 0
 
     # Everything confirmed reaches the target through the normal apply path.
-    cfg = ApplyConfig(target_table=unique, target_region="us-west-2", target_endpoint=moto_endpoint,
-                      trusted_keys=tmp_path / "trusted.pub", transport=f"memory://{unique}",
-                      quarantine_dir=tmp_path / "q")
+    cfg = ApplyConfig(
+        target_table=unique,
+        target_region="us-west-2",
+        target_endpoint=moto_endpoint,
+        trusted_keys=tmp_path / "trusted.pub",
+        transport=f"memory://{unique}",
+        quarantine_dir=tmp_path / "q",
+    )
     cfg.trusted_keys.write_bytes(SIGNER.public_pem())
     applier = build_applier(cfg, threading.Event())
     applier.run(until_idle=1.0)
@@ -299,14 +351,41 @@ def test_an_item_with_a_malformed_timestamp_is_parked_with_the_reason(
 # -- end to end: real processes, RabbitMQ ---------------------------------------------------------------
 
 
-def bridge_args(endpoint: str, table: str, url: str, tmp_path: Path,
-                target_endpoint: str | None = None) -> tuple[list[str], list[str]]:
+def bridge_args(
+    endpoint: str, table: str, url: str, tmp_path: Path, target_endpoint: str | None = None
+) -> tuple[list[str], list[str]]:
     private, public = keygen(tmp_path / "keys")
-    publish = ["--source-table", table, "--source-region", ORIGIN, "--source-endpoint", endpoint,
-               "--transport", url, "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite"),
-               "--quarantine-dir", str(tmp_path / "q"), "--bootstrap"]
-    apply = ["--target-table", table, "--target-region", "us-west-2", "--target-endpoint", target_endpoint or endpoint,
-             "--transport", url, "--trusted-keys", str(public), "--quarantine-dir", str(tmp_path / "q")]
+    publish = [
+        "--source-table",
+        table,
+        "--source-region",
+        ORIGIN,
+        "--source-endpoint",
+        endpoint,
+        "--transport",
+        url,
+        "--signing-key",
+        str(private),
+        "--checkpoint",
+        str(tmp_path / "cp.sqlite"),
+        "--quarantine-dir",
+        str(tmp_path / "q"),
+        "--bootstrap",
+    ]
+    apply = [
+        "--target-table",
+        table,
+        "--target-region",
+        "us-west-2",
+        "--target-endpoint",
+        target_endpoint or endpoint,
+        "--transport",
+        url,
+        "--trusted-keys",
+        str(public),
+        "--quarantine-dir",
+        str(tmp_path / "q"),
+    ]
     return publish, apply
 
 
@@ -345,11 +424,13 @@ class Writer(threading.Thread):
                 if roll < 0.3:
                     self.client.delete_item(TableName=self.table, Key=key_of(i))
                 elif roll < 0.6:
-                    self.client.update_item(TableName=self.table, Key=key_of(i),
-                                            UpdateExpression="SET score = :s, #n = :n",
-                                            ExpressionAttributeNames={"#n": "name"},
-                                            ExpressionAttributeValues={":s": {"N": str(self.rng.randrange(999))},
-                                                                       ":n": {"S": "renamed"}})
+                    self.client.update_item(
+                        TableName=self.table,
+                        Key=key_of(i),
+                        UpdateExpression="SET score = :s, #n = :n",
+                        ExpressionAttributeNames={"#n": "name"},
+                        ExpressionAttributeValues={":s": {"N": str(self.rng.randrange(999))}, ":n": {"S": "renamed"}},
+                    )
                 else:
                     self.client.put_item(TableName=self.table, Item=item(i, self.rng))
                 self.writes += 1
@@ -370,8 +451,9 @@ def settle(src: Any, dst: Any, table: str, timeout: float) -> Any:
     return wait_identical(src, dst, table, KEYS, timeout=max(deadline - time.monotonic(), 1.0))
 
 
-def run_bootstrap_under_writes(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path, n: int,
-                               extra: list[str], timeout: float) -> None:
+def run_bootstrap_under_writes(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path, n: int, extra: list[str], timeout: float
+) -> None:
     """Source on the session's emulator, target on one of its own (two regions, two servers)."""
     with moto_server() as target_endpoint:
         src = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name=ORIGIN)
@@ -382,8 +464,11 @@ def run_bootstrap_under_writes(moto_endpoint: str, amqp_url: str, unique: str, t
         publish, apply = bridge_args(moto_endpoint, unique, url, tmp_path, target_endpoint)
         log = tmp_path / "bridge.log"
         app = start("bridge.cli.apply", apply, log)
-        pub = subprocess.Popen([*start_cmd("bridge.cli.publish"), *publish, *extra],
-                               stdout=subprocess.PIPE, stderr=open(log, "ab"))  # noqa: SIM115 - the child's
+        # the child owns the log file handle for its lifetime
+        stderr = open(log, "ab")  # noqa: SIM115
+        pub = subprocess.Popen(
+            [*start_cmd("bridge.cli.publish"), *publish, *extra], stdout=subprocess.PIPE, stderr=stderr
+        )
         writer = Writer(src, unique, n)
         writer.start()
         try:
@@ -413,10 +498,28 @@ def run_bootstrap_under_writes(moto_endpoint: str, amqp_url: str, unique: str, t
         summary = last_json(out)
         assert summary["bootstrap"]["complete"] and summary["bootstrap"]["items"] >= n * 0.6
 
-        verify = subprocess.run([*start_cmd("bridge.cli.admin"), "verify", "--source-table", unique,
-                                 "--source-region", ORIGIN, "--source-endpoint", moto_endpoint, "--target-table",
-                                 unique, "--target-region", "us-west-2", "--target-endpoint", target_endpoint,
-                                 "--json"], capture_output=True, timeout=timeout, check=False)
+        verify = subprocess.run(
+            [
+                *start_cmd("bridge.cli.admin"),
+                "verify",
+                "--source-table",
+                unique,
+                "--source-region",
+                ORIGIN,
+                "--source-endpoint",
+                moto_endpoint,
+                "--target-table",
+                unique,
+                "--target-region",
+                "us-west-2",
+                "--target-endpoint",
+                target_endpoint,
+                "--json",
+            ],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
         result = json.loads(verify.stdout)
         assert verify.returncode == 0 and result["identical"], verify.stdout[-2000:] + verify.stderr[-2000:]
         assert result["source_items"] == result["target_items"] == diff.compared
@@ -428,9 +531,15 @@ def test_bootstrap_while_a_writer_updates_and_deletes_ends_identical(
     moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
 ) -> None:
     # Paced (pages of 50 at 4 RCU/s, a few seconds) so the writer has time to change what is being copied.
-    run_bootstrap_under_writes(moto_endpoint, amqp_url, unique, tmp_path, n=600,
-                               extra=["--bootstrap-segments", "4", "--bootstrap-page-items", "50",
-                                      "--bootstrap-rcu", "4"], timeout=180)
+    run_bootstrap_under_writes(
+        moto_endpoint,
+        amqp_url,
+        unique,
+        tmp_path,
+        n=600,
+        extra=["--bootstrap-segments", "4", "--bootstrap-page-items", "50", "--bootstrap-rcu", "4"],
+        timeout=180,
+    )
 
 
 @pytest.mark.slow
@@ -440,8 +549,9 @@ def test_bootstrap_while_a_writer_updates_and_deletes_ends_identical(
 def test_bootstrap_of_20000_items_while_a_writer_updates_and_deletes_ends_identical(
     moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
 ) -> None:
-    run_bootstrap_under_writes(moto_endpoint, amqp_url, unique, tmp_path, n=20_000,
-                               extra=["--bootstrap-segments", "8"], timeout=900)
+    run_bootstrap_under_writes(
+        moto_endpoint, amqp_url, unique, tmp_path, n=20_000, extra=["--bootstrap-segments", "8"], timeout=900
+    )
 
 
 @pytest.mark.rabbitmq
@@ -480,17 +590,20 @@ def test_a_killed_bootstrap_resumes_without_rereading_finished_segments(
     saved_items = sum(doc["items"] for name, doc in docs.items() if name != "run")
     assert 0 < saved_items < n and finished
 
-    resumed = subprocess.run([*start_cmd("bridge.cli.publish"), *publish, "--until-idle", "2"],
-                             capture_output=True, timeout=300, check=False)
+    resumed = subprocess.run(
+        [*start_cmd("bridge.cli.publish"), *publish, "--until-idle", "2"], capture_output=True, timeout=300, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     stats = last_json(resumed.stdout)["bootstrap"]
     assert stats["complete"] and stats["segments_skipped"] == len(finished)
     assert stats["items"] == n - saved_items  # finished segments and confirmed pages are not read again
     assert {name for name, doc in progress_of(tmp_path, unique).items() if name != "run"} == {
-        f"segment/{i}" for i in range(32)}
+        f"segment/{i}" for i in range(32)
+    }
 
-    again = subprocess.run([*start_cmd("bridge.cli.publish"), *publish, "--until-idle", "1"],
-                           capture_output=True, timeout=300, check=False)
+    again = subprocess.run(
+        [*start_cmd("bridge.cli.publish"), *publish, "--until-idle", "1"], capture_output=True, timeout=300, check=False
+    )
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     assert last_json(again.stdout)["bootstrap"]["already_complete"]
 
@@ -501,4 +614,3 @@ def test_a_killed_bootstrap_resumes_without_rereading_finished_segments(
         app.send_signal(signal.SIGTERM)
         app.wait(60)
     assert diff.identical and diff.compared == n, log.read_text()[-3000:]
-

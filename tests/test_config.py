@@ -31,14 +31,18 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
 
 def test_errors_name_every_bad_key(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
-    f.write_text("source_table: t1x\nsource_regoin: r1\ntransport: nourl\nsigning_key: k\n"
-                 "batch_max_changes: 0\n")
+    f.write_text("source_table: t1x\nsource_regoin: r1\ntransport: nourl\nsigning_key: k\nbatch_max_changes: 0\n")
     with pytest.raises(ConfigError) as info:
         load(PublishConfig, f, {}, environ={})
     msg = str(info.value)
     assert str(f) in msg
-    for fragment in ("source_regoin: unknown setting", "source_region: required", "BRIDGE_SOURCE_REGION",
-                     "transport:", "batch_max_changes:"):
+    for fragment in (
+        "source_regoin: unknown setting",
+        "source_region: required",
+        "BRIDGE_SOURCE_REGION",
+        "transport:",
+        "batch_max_changes:",
+    ):
         assert fragment in msg
 
 
@@ -58,9 +62,11 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "valid apply configuration" in ok.output
     assert "CHANGE-ME" not in ok.output  # broker password redacted
     with_proxy = tmp_path / "proxy.yaml"
-    with_proxy.write_text("target_table: t1x\ntarget_region: r\ntrusted_keys: k\n"
-                          "target_proxy: http://user:proxy-secret@proxy:3128\n"
-                          "transport: kinesis://s?region=r&proxy=http://u:query-secret@p:3128\n")
+    with_proxy.write_text(
+        "target_table: t1x\ntarget_region: r\ntrusted_keys: k\n"
+        "target_proxy: http://user:proxy-secret@proxy:3128\n"
+        "transport: kinesis://s?region=r&proxy=http://u:query-secret@p:3128\n"
+    )
     shown = runner.invoke(admin, ["check-config", str(with_proxy)])
     assert shown.exit_code == 0, shown.output
     assert "proxy-secret" not in shown.output and "query-secret" not in shown.output

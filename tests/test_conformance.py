@@ -37,7 +37,6 @@ class TestMemoryTransport(TransportContract):
         return f"memory://{unique_destination}"
 
 
-
 @pytest.mark.rabbitmq
 class TestAmqpTransport(TransportContract):
     # RabbitMQ requeues a dead consumer's deliveries as soon as its connection drops.
@@ -104,8 +103,10 @@ class TestKinesisTransport(TransportContract):
     @pytest.fixture
     def transport_url(self, moto_endpoint: str, unique_destination: str, tmp_path: Path) -> Iterator[str]:
         needs_plugin("bridge_kinesis")
-        yield (f"kinesis://{unique_destination}?region={REGION}&endpoint_url={moto_endpoint}"
-               f"&checkpoint={tmp_path / 'checkpoints.sqlite'}")
+        yield (
+            f"kinesis://{unique_destination}?region={REGION}&endpoint_url={moto_endpoint}"
+            f"&checkpoint={tmp_path / 'checkpoints.sqlite'}"
+        )
         delete_aws("kinesis", moto_endpoint, unique_destination, f"{unique_destination}.dlq")
 
     @pytest.fixture
@@ -155,6 +156,9 @@ def test_every_transport_in_this_repository_is_covered() -> None:
     from bridge.plugins import plugin_set
 
     root = Path(__file__).resolve().parent.parent / "plugins"
-    ours = {cls.__module__.split(".")[0] for cls in plugin_set().transports.values()
-            if root in Path(sys.modules[cls.__module__].__file__ or "").resolve().parents}
+    ours = {
+        cls.__module__.split(".")[0]
+        for cls in plugin_set().transports.values()
+        if root in Path(sys.modules[cls.__module__].__file__ or "").resolve().parents
+    }
     assert ours - set(COVERED) == set(), "transports without a conformance class here"

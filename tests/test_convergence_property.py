@@ -55,8 +55,11 @@ EXAMPLES = int(os.environ.get("BRIDGE_PROPERTY_EXAMPLES", "1000"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(replicas=st.integers(2, 3), skews=st.lists(st.integers(-1, 1), min_size=3, max_size=3),
-       steps=st.lists(step, max_size=60))
+@given(
+    replicas=st.integers(2, 3),
+    skews=st.lists(st.integers(-1, 1), min_size=3, max_size=3),
+    steps=st.lists(step, max_size=60),
+)
 def test_replicas_converge_to_the_last_writer(replicas: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
     world = run(replicas, skews, steps)
     expected = world.expected()

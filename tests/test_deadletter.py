@@ -41,10 +41,23 @@ from tests.deadletter_support import (
 
 
 def sample() -> FailureRecord:
-    return FailureRecord(Kind.CHANGES, State.RETRYING, "TransientApplyError", "throttled", b"\x00DDBR\xff",
-                         attempts=3, first_failed_at=1.5, last_failed_at=9.25, origin="cn-north-1", table="users",
-                         position=("shard-1", "000123"), envelope_id="e1", changes=(0, 4), retry_at=12.0,
-                         checked_at=10.0)
+    return FailureRecord(
+        Kind.CHANGES,
+        State.RETRYING,
+        "TransientApplyError",
+        "throttled",
+        b"\x00DDBR\xff",
+        attempts=3,
+        first_failed_at=1.5,
+        last_failed_at=9.25,
+        origin="cn-north-1",
+        table="users",
+        position=("shard-1", "000123"),
+        envelope_id="e1",
+        changes=(0, 4),
+        retry_at=12.0,
+        checked_at=10.0,
+    )
 
 
 def test_a_record_survives_the_wire_whole_and_lists_without_its_payload() -> None:
@@ -52,8 +65,10 @@ def test_a_record_survives_the_wire_whole_and_lists_without_its_payload() -> Non
     assert FailureRecord.decode(record.encode()) == record
     listed = record.describe()
     assert "payload" not in listed and listed["payload_bytes"] == 6
-    assert listed | {"kind": "changes", "state": "retrying", "changes": [0, 4], "position": ["shard-1", "000123"]} \
+    assert (
+        listed | {"kind": "changes", "state": "retrying", "changes": [0, 4], "position": ["shard-1", "000123"]}
         == listed
+    )
     assert {"id", "state", "error", "attempts", "first_failed_at"} <= set(listed)
     assert "\x00" not in record.summary() and "2 change(s) of envelope e1" in record.summary()
 
@@ -64,36 +79,43 @@ def _doc(**changes: Any) -> bytes:
     return orjson.dumps({k: v for k, v in doc.items() if v != "DROP"})
 
 
-@pytest.mark.parametrize("body,names", [
-    (b"", "not a failure record"),
-    (b"[1, 2]", "JSON object"),
-    (_doc(format="other/1"), "ddb-bridge-failure/1"),
-    (_doc(state="applied"), "applied"),
-    (_doc(attempts="3"), "attempts"),
-    (_doc(attempts=0), "attempts"),
-    (_doc(payload="***"), "base64"),
-    (_doc(changes=[0, -1]), "changes"),
-    (_doc(changes=[True]), "changes"),
-    (_doc(position=["only-one"]), "position"),
-    (_doc(first_failed_at="yesterday"), "first_failed_at"),
-    (_doc(retry_at=-5), "retry_at"),
-    (_doc(id="x" * 500), "id"),
-    (_doc(id="DROP"), "id"),
-    (_doc(extra="field"), "extra"),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "body,names",
+    [
+        (b"", "not a failure record"),
+        (b"[1, 2]", "JSON object"),
+        (_doc(format="other/1"), "ddb-bridge-failure/1"),
+        (_doc(state="applied"), "applied"),
+        (_doc(attempts="3"), "attempts"),
+        (_doc(attempts=0), "attempts"),
+        (_doc(payload="***"), "base64"),
+        (_doc(changes=[0, -1]), "changes"),
+        (_doc(changes=[True]), "changes"),
+        (_doc(position=["only-one"]), "position"),
+        (_doc(first_failed_at="yesterday"), "first_failed_at"),
+        (_doc(retry_at=-5), "retry_at"),
+        (_doc(id="x" * 500), "id"),
+        (_doc(id="DROP"), "id"),
+        (_doc(extra="field"), "extra"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_forged_or_broken_records_are_refused_naming_what_is_wrong(body: bytes, names: str) -> None:
     with pytest.raises(DecodeError, match=names) as info:
         FailureRecord.decode(body)
     assert info.value.raw == body  # kept whole
 
 
-@pytest.mark.parametrize("dlq,parked", [
-    ("amqp://u:p@h:5672/v?queue=users.dlq&prefetch=8", "amqp://u:p@h:5672/v?queue=users.dlq.parked&prefetch=8"),
-    ("amqps://h/?queue=failures", "amqps://h/?queue=failures.parked"),
-    ("memory://users.dlq", "memory://users.dlq.parked"),
-    ("kinesis://users.dlq?region=us-east-1", "kinesis://users.dlq.parked?region=us-east-1"),
-    ("sqs://users-dlq.fifo?region=us-east-1", "sqs://users-dlq-parked.fifo?region=us-east-1"),
-])
+@pytest.mark.parametrize(
+    "dlq,parked",
+    [
+        ("amqp://u:p@h:5672/v?queue=users.dlq&prefetch=8", "amqp://u:p@h:5672/v?queue=users.dlq.parked&prefetch=8"),
+        ("amqps://h/?queue=failures", "amqps://h/?queue=failures.parked"),
+        ("memory://users.dlq", "memory://users.dlq.parked"),
+        ("kinesis://users.dlq?region=us-east-1", "kinesis://users.dlq.parked?region=us-east-1"),
+        ("sqs://users-dlq.fifo?region=us-east-1", "sqs://users-dlq-parked.fifo?region=us-east-1"),
+    ],
+)
 def test_the_parked_queue_sits_beside_the_retry_queue(dlq: str, parked: str) -> None:
     assert parked_url(TransportURL.parse(dlq)).raw == parked
 
@@ -125,12 +147,14 @@ def target(moto_endpoint: str, unique: str) -> tuple[Any, str]:
 
 @pytest.mark.aws
 def test_one_poison_change_never_blocks_drops_or_reapplies_the_rest_of_its_envelope(
-        target: tuple[Any, str], tmp_path: Path, unique: str) -> None:
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     url = f"memory://{unique}"
-    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url, transient_retries=2,
-                       retry_initial_delay=30, retry_max_delay=60)
+    cfg = apply_config(
+        tmp_path, client.meta.endpoint_url, table, url, transient_retries=2, retry_initial_delay=30, retry_max_delay=60
+    )
     not_base64 = put(3, blob={"B": "this is not base64!"})  # signed by a trusted key, still unusable
     wrong_schema = Change({"id": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 1))
     mixed = [put(1), put(2), not_base64, put(4), put(5), wrong_schema, put(6)]  # 2 is throttled for good
@@ -161,8 +185,9 @@ def test_one_poison_change_never_blocks_drops_or_reapplies_the_rest_of_its_envel
 
 
 @pytest.mark.aws
-def test_an_envelope_from_an_untrusted_key_is_quarantined_whole(target: tuple[Any, str], tmp_path: Path,
-                                                                 unique: str) -> None:
+def test_an_envelope_from_an_untrusted_key_is_quarantined_whole(
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     url = f"memory://{unique}"

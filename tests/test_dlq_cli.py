@@ -53,13 +53,26 @@ def bridge_setup(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path)
     client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
     create_table(client, unique, stream=False)
     trusted = trusted_dir(tmp_path)
-    settings = {"target_table": unique, "target_region": "us-west-2", "target_endpoint": moto_endpoint,
-                "trusted_keys": str(trusted), "transport": f"{amqp_url}?queue={unique}",
-                "quarantine_dir": str(tmp_path / "q"), "retry_max_attempts": 1, "transient_retries": 0}
+    settings = {
+        "target_table": unique,
+        "target_region": "us-west-2",
+        "target_endpoint": moto_endpoint,
+        "trusted_keys": str(trusted),
+        "transport": f"{amqp_url}?queue={unique}",
+        "quarantine_dir": str(tmp_path / "q"),
+        "retry_max_attempts": 1,
+        "transient_retries": 0,
+    }
     path = tmp_path / "apply.yaml"
     path.write_text(yaml.safe_dump(settings))
-    return {"client": client, "table": unique, "config": str(path), "trusted": trusted,
-            "dlq": f"{amqp_url}?queue={unique}.dlq", "transport": settings["transport"]}
+    return {
+        "client": client,
+        "table": unique,
+        "config": str(path),
+        "trusted": trusted,
+        "dlq": f"{amqp_url}?queue={unique}.dlq",
+        "transport": settings["transport"],
+    }
 
 
 def run_applier(setup: dict[str, Any], throttled: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
@@ -79,12 +92,15 @@ def run_applier(setup: dict[str, Any], throttled: set[int] = frozenset()) -> Any
 def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(bridge_setup: dict[str, Any]) -> None:
     s = bridge_setup
     wrong_schema = Change({"id": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 1))
-    send(s["transport"], [
-        envelope([put(1), put(2)], signer=ROTATED, eid="rotated-1"),
-        envelope([put(3)], signer=ROTATED, eid="rotated-2"),
-        envelope([put(4), wrong_schema], eid="old-key"),
-        envelope([put(6, ts=10, name={"S": "old"})], eid="throttled"),
-    ])
+    send(
+        s["transport"],
+        [
+            envelope([put(1), put(2)], signer=ROTATED, eid="rotated-1"),
+            envelope([put(3)], signer=ROTATED, eid="rotated-2"),
+            envelope([put(4), wrong_schema], eid="old-key"),
+            envelope([put(6, ts=10, name={"S": "old"})], eid="throttled"),
+        ],
+    )
     stats = run_applier(s, throttled={6})
     assert set(stored(s["client"], s["table"])) == {4}
     assert (stats.quarantined, stats.parked) == (2, 2)
@@ -111,8 +127,10 @@ def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(br
     (s["trusted"] / "rotated.pub").write_bytes(ROTATED.public_pem())
     result = dlq("replay", "--config", s["config"], "--state", "quarantined")
     assert result.exit_code == 0, result.output
-    assert orjson.loads(result.stdout)["replay"] | {"records": 2, "resolved": 2, "changes_applied": 3} \
+    assert (
+        orjson.loads(result.stdout)["replay"] | {"records": 2, "resolved": 2, "changes_applied": 3}
         == orjson.loads(result.stdout)["replay"]
+    )
     assert set(stored(s["client"], s["table"])) == {1, 2, 3, 4}
     assert sorted(r["state"] for r in listed("--dlq", s["dlq"])) == ["parked", "parked"]
 
@@ -121,8 +139,10 @@ def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(br
 @pytest.mark.aws
 def test_replay_of_a_parked_change_goes_through_last_writer_wins(bridge_setup: dict[str, Any]) -> None:
     s = bridge_setup
-    send(s["transport"], [envelope([put(6, ts=10, name={"S": "old"}), put(7, ts=10, name={"S": "only"})],
-                                   eid="throttled")])
+    send(
+        s["transport"],
+        [envelope([put(6, ts=10, name={"S": "old"}), put(7, ts=10, name={"S": "only"})], eid="throttled")],
+    )
     run_applier(s, throttled={6, 7})  # retry_max_attempts 1: parked at once
     (parked,) = listed("--dlq", s["dlq"])
     assert parked["state"] == "parked" and parked["changes"] == [0, 1]
@@ -147,14 +167,22 @@ def test_replay_of_a_parked_change_goes_through_last_writer_wins(bridge_setup: d
 @pytest.mark.aws
 def test_purge_asks_first_and_removes_only_what_matches(bridge_setup: dict[str, Any], tmp_path: Path) -> None:
     s = bridge_setup
-    unsigned = Change({"tenant": {"S": "dlq"}, "user_id": {"N": "9"}}, Operation.PUT, Version(5, "o", 5),
-                      {"tenant": {"S": "dlq"}, "user_id": {"N": "9"}})
+    unsigned = Change(
+        {"tenant": {"S": "dlq"}, "user_id": {"N": "9"}},
+        Operation.PUT,
+        Version(5, "o", 5),
+        {"tenant": {"S": "dlq"}, "user_id": {"N": "9"}},
+    )
     parker = Parker(ReliableTransport(open_transport(s["dlq"], "dlq")), tmp_path / "q")
-    parker.park_all([
-        FailureRecord(Kind.CHANGE, State.PARKED, "MessageTooLargeError", "too big", orjson.dumps(unsigned.to_wire())),
-        FailureRecord(Kind.ENVELOPE, State.QUARANTINED, "DecodeError", "garbage", b"garbage"),
-        FailureRecord(Kind.RECORD, State.PARKED, "RecordError", "bad record", b"{}", table="users"),
-    ])
+    parker.park_all(
+        [
+            FailureRecord(
+                Kind.CHANGE, State.PARKED, "MessageTooLargeError", "too big", orjson.dumps(unsigned.to_wire())
+            ),
+            FailureRecord(Kind.ENVELOPE, State.QUARANTINED, "DecodeError", "garbage", b"garbage"),
+            FailureRecord(Kind.RECORD, State.PARKED, "RecordError", "bad record", b"{}", table="users"),
+        ]
+    )
     parker.close()
 
     result = dlq("replay", "--config", s["config"], "--kind", "change")
@@ -172,9 +200,12 @@ def test_purge_asks_first_and_removes_only_what_matches(bridge_setup: dict[str, 
     (left,) = listed("--dlq", s["dlq"])
     assert left["state"] == "quarantined"
     # the real entry point, as an operator runs it
-    proc = subprocess.run([sys.executable, "-m", "bridge.cli.admin", "dlq", "list", "--json", "--dlq", s["dlq"],
-                           "--wait", "0.5"],
-                          capture_output=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli.admin", "dlq", "list", "--json", "--dlq", s["dlq"], "--wait", "0.5"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert [r["id"] for r in orjson.loads(proc.stdout)] == [left["id"]]
 

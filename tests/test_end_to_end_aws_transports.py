@@ -33,8 +33,9 @@ def transport_url(kind: str, moto_endpoint: str, name: str, tmp_path: Path) -> s
 
 @pytest.mark.aws
 @pytest.mark.parametrize("kind", ["kinesis", "sqs", "sqs-fifo"])
-def test_replication_survives_sigkill_of_both_processes(moto_endpoint: str, unique: str, tmp_path: Path,
-                                                        kind: str) -> None:
+def test_replication_survives_sigkill_of_both_processes(
+    moto_endpoint: str, unique: str, tmp_path: Path, kind: str
+) -> None:
     src = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="cn-north-1")
     dst = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
     create_table(src, unique)
@@ -42,13 +43,36 @@ def test_replication_survives_sigkill_of_both_processes(moto_endpoint: str, uniq
     private, public = keygen(tmp_path / "keys")
     url = transport_url(kind, moto_endpoint, unique, tmp_path)
     publish_args = [
-        "--source-table", unique, "--source-region", "cn-north-1", "--source-endpoint", moto_endpoint,
-        "--transport", url, "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite"),
-        "--quarantine-dir", str(tmp_path / "q"), "--timestamp-attribute", "updated_at",
+        "--source-table",
+        unique,
+        "--source-region",
+        "cn-north-1",
+        "--source-endpoint",
+        moto_endpoint,
+        "--transport",
+        url,
+        "--signing-key",
+        str(private),
+        "--checkpoint",
+        str(tmp_path / "cp.sqlite"),
+        "--quarantine-dir",
+        str(tmp_path / "q"),
+        "--timestamp-attribute",
+        "updated_at",
     ]
     apply_args = [
-        "--target-table", unique, "--target-region", "us-west-2", "--target-endpoint", moto_endpoint,
-        "--transport", url, "--trusted-keys", str(public), "--quarantine-dir", str(tmp_path / "q"),
+        "--target-table",
+        unique,
+        "--target-region",
+        "us-west-2",
+        "--target-endpoint",
+        moto_endpoint,
+        "--transport",
+        url,
+        "--trusted-keys",
+        str(public),
+        "--quarantine-dir",
+        str(tmp_path / "q"),
     ]
     log = tmp_path / "bridge.log"
     pub = start("bridge.cli.publish", publish_args, log)

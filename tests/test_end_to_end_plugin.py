@@ -65,13 +65,36 @@ def test_replication_over_plugin_survives_sigkill_of_both_processes(
     private, public = keygen(tmp_path / "keys")
     with DESTINATIONS[scheme](unique) as url:
         publish_args = [
-            "--source-table", unique, "--source-region", "cn-north-1", "--source-endpoint", moto_endpoint,
-            "--transport", url, "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite"),
-            "--quarantine-dir", str(tmp_path / "q"), "--timestamp-attribute", "updated_at",
+            "--source-table",
+            unique,
+            "--source-region",
+            "cn-north-1",
+            "--source-endpoint",
+            moto_endpoint,
+            "--transport",
+            url,
+            "--signing-key",
+            str(private),
+            "--checkpoint",
+            str(tmp_path / "cp.sqlite"),
+            "--quarantine-dir",
+            str(tmp_path / "q"),
+            "--timestamp-attribute",
+            "updated_at",
         ]
         apply_args = [
-            "--target-table", unique, "--target-region", "us-west-2", "--target-endpoint", moto_endpoint,
-            "--transport", url, "--trusted-keys", str(public), "--quarantine-dir", str(tmp_path / "q"),
+            "--target-table",
+            unique,
+            "--target-region",
+            "us-west-2",
+            "--target-endpoint",
+            moto_endpoint,
+            "--transport",
+            url,
+            "--trusted-keys",
+            str(public),
+            "--quarantine-dir",
+            str(tmp_path / "q"),
         ]
         log = tmp_path / "bridge.log"
         pub = start("bridge.cli.publish", publish_args, log)

@@ -226,9 +226,7 @@ def test_bad_magic_and_short_input() -> None:
 
 
 def test_unknown_version_is_rejected_before_anything_else() -> None:
-    err = reject(
-        MAGIC + bytes([9]), "unknown envelope version 9; this build reads 1", UnsupportedVersionError
-    )
+    err = reject(MAGIC + bytes([9]), "unknown envelope version 9; this build reads 1", UnsupportedVersionError)
     assert isinstance(err, DecodeError)
     with pytest.raises(UnsupportedVersionError):
         peek(_seal(b"{}", 0, SIGNER, version=2))
@@ -253,9 +251,7 @@ def test_key_id_must_be_printable() -> None:
 
 def test_unknown_key_names_ids() -> None:
     other = Signer.from_seed(b"\x01" * 32)
-    err = reject(
-        encode(batch(), other), f"unknown key id {other.key_id}; trusted: {SIGNER.key_id}", SignatureError
-    )
+    err = reject(encode(batch(), other), f"unknown key id {other.key_id}; trusted: {SIGNER.key_id}", SignatureError)
     assert isinstance(err, DecodeError)
 
 

@@ -49,8 +49,10 @@ WRITES = ("PutItem", "DeleteItem", "UpdateItem", "BatchWriteItem", "TransactWrit
 BODY_FIELDS = {"id", "origin", "table", "created_ms", "changes"}
 
 GOOD = [envelope([put(k * 5 + i, name={"S": f"good {k}"}) for i in range(5)], eid=f"good{k}") for k in range(3)]
-GOOD += [encode(Batch(f"good-{c.value}", "cn-north-1", "users", 0, (put(i, name={"S": c.value}),)), SIGNER, c)
-         for i, c in ((20, Compression.ZLIB), (21, Compression.NONE))]
+GOOD += [
+    encode(Batch(f"good-{c.value}", "cn-north-1", "users", 0, (put(i, name={"S": c.value}),)), SIGNER, c)
+    for i, c in ((20, Compression.ZLIB), (21, Compression.NONE))
+]
 GOOD_IDS = set(range(15)) | {20, 21}
 
 # Signed by a key nobody trusts, or claiming the trusted key's id with another key's signature.
@@ -59,36 +61,60 @@ FORGED_ID = [w.replace(STRANGER.key_id.encode(), SIGNER.key_id.encode(), 1) for 
 
 
 def _valid_doc() -> dict[str, Any]:
-    return {"id": "mutant", "origin": "cn-north-1", "table": "users", "created_ms": 0,
-            "changes": [put(800, name={"S": "must never land"}).to_wire()]}
+    return {
+        "id": "mutant",
+        "origin": "cn-north-1",
+        "table": "users",
+        "created_ms": 0,
+        "changes": [put(800, name={"S": "must never land"}).to_wire()],
+    }
 
 
 def _deep(levels: int) -> bytes:
     """A change whose image nests deeper than any JSON library will write (or Python recurse)."""
     change = orjson.dumps({**_valid_doc()["changes"][0], "new": {"deep": "HOLE"}})
     deep = b'{"L":[' * levels + b'{"S":"bottom"}' + b"]}" * levels
-    return orjson.dumps({**_valid_doc(), "changes": ["HOLE"]}).replace(
-        b'"HOLE"', change.replace(b'"HOLE"', deep), 1)
+    return orjson.dumps({**_valid_doc(), "changes": ["HOLE"]}).replace(b'"HOLE"', change.replace(b'"HOLE"', deep), 1)
 
 
 def _invalid_docs() -> list[Any]:
     """Bodies signed by the *trusted* key that are still not valid batches: the parser's turn."""
     change = put(800, name={"S": "must never land"}).to_wire()
     docs: list[Any] = [None, [], "text", 5, {}]
-    for field, bad in (("id", ""), ("id", "x" * 129), ("id", "spaces are bad"), ("id", 5), ("origin", ""),
-                       ("table", None), ("created_ms", -1), ("created_ms", "0"), ("created_ms", True),
-                       ("created_ms", 2**63), ("changes", "not a list"), ("changes", [1]), ("changes", [None])):
+    for field, bad in (
+        ("id", ""),
+        ("id", "x" * 129),
+        ("id", "spaces are bad"),
+        ("id", 5),
+        ("origin", ""),
+        ("table", None),
+        ("created_ms", -1),
+        ("created_ms", "0"),
+        ("created_ms", True),
+        ("created_ms", 2**63),
+        ("changes", "not a list"),
+        ("changes", [1]),
+        ("changes", [None]),
+    ):
         docs.append({**_valid_doc(), field: bad})
     for field in BODY_FIELDS:
         doc = _valid_doc()
         del doc[field]
         docs.append(doc)
     docs.append({**_valid_doc(), "extra": 1})
-    for bad_change in ({**change, "op": "upsert"}, {**change, "v": [1, "o"]}, {**change, "v": "1 o 1"},
-                       {k: v for k, v in change.items() if k != "new"}, {**change, "zzz": 1},
-                       {**change, "keys": {"tenant": {"Q": "x"}}}, {**change, "keys": []},
-                       {**change, "new": {"a": {"SS": [1]}}}, {**change, "new": {"a": {"BOOL": "yes"}}},
-                       {**change, "new": {"a": {"S": "x", "N": "1"}}}, {**change, "pos": 5}):
+    for bad_change in (
+        {**change, "op": "upsert"},
+        {**change, "v": [1, "o"]},
+        {**change, "v": "1 o 1"},
+        {k: v for k, v in change.items() if k != "new"},
+        {**change, "zzz": 1},
+        {**change, "keys": {"tenant": {"Q": "x"}}},
+        {**change, "keys": []},
+        {**change, "new": {"a": {"SS": [1]}}},
+        {**change, "new": {"a": {"BOOL": "yes"}}},
+        {**change, "new": {"a": {"S": "x", "N": "1"}}},
+        {**change, "pos": 5},
+    ):
         docs.append({**_valid_doc(), "changes": [change, bad_change]})
     docs.append(_deep(3000))
     return docs
@@ -114,7 +140,7 @@ def _oversized() -> list[bytes]:
     header_only = _signed(b"x", 0)
     return [
         _signed(bomb, 2),  # trusted key, declared size over the cap: refused before allocating
-        header_only[:-65 - 1] + (0xFFFFFFFF).to_bytes(4, "big") + b"x" + header_only[-64:],  # says 4 GiB
+        header_only[: -65 - 1] + (0xFFFFFFFF).to_bytes(4, "big") + b"x" + header_only[-64:],  # says 4 GiB
         _signed(os.urandom(1024 * 1024), 0, STRANGER),  # 1 MiB from an unknown key
         _signed(os.urandom(1024 * 1024), 0)[:-1] + b"\0",  # 1 MiB, signature broken
     ]
@@ -122,8 +148,10 @@ def _oversized() -> list[bytes]:
 
 def _bombs() -> list[bytes]:
     """Trusted-key bombs that must be decompressed up to the cap to be found out (slow-ish: fed once)."""
-    return [_signed(zlib.compress(b"\0" * HUGE, 9), 1),
-            _signed(zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * HUGE), 2)]
+    return [
+        _signed(zlib.compress(b"\0" * HUGE, 9), 1),
+        _signed(zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * HUGE), 2),
+    ]
 
 
 class Harness:
@@ -139,9 +167,13 @@ class Harness:
         self.inbox = open_transport(name, "publish")
         self.parked = open_transport(name + ".dlq.parked", "dlq")
         self.retry_queue = open_transport(name + ".dlq", "dlq")
-        self.applier = Applier(ReliableTransport(open_transport(name, "consume")), TargetTable.open(client, table),
-                               TrustStore.of(SIGNER), Parker(ReliableTransport(open_transport(name + ".dlq", "dlq")),
-                                                             quarantine_dir), workers=2)
+        self.applier = Applier(
+            ReliableTransport(open_transport(name, "consume")),
+            TargetTable.open(client, table),
+            TrustStore.of(SIGNER),
+            Parker(ReliableTransport(open_transport(name + ".dlq", "dlq")), quarantine_dir),
+            workers=2,
+        )
         self.cases = 0
         self.feed(GOOD, setup=True)
         assert self.applier.stats.applied == len(GOOD_IDS)
@@ -205,7 +237,7 @@ def hostile(oversized: list[bytes]) -> st.SearchStrategy[bytes]:
         base = draw(good)
         how = draw(st.sampled_from(["truncate", "flip", "splice", "extend"]))
         if how == "truncate":
-            return base[:draw(st.integers(0, len(base) - 1))]
+            return base[: draw(st.integers(0, len(base) - 1))]
         if how == "flip":
             return _flip(base, draw(st.lists(st.integers(0, len(base) * 8 - 1), min_size=1, max_size=8, unique=True)))
         if how == "extend":
@@ -216,8 +248,12 @@ def hostile(oversized: list[bytes]) -> st.SearchStrategy[bytes]:
         assume(base[start:end] != patch)
         return base[:start] + patch + base[end:]
 
-    header = st.builds(lambda code, n, rest: MAGIC + bytes((1, code, n)) + rest,
-                       st.integers(0, 3), st.integers(0, 255), st.binary(max_size=512))
+    header = st.builds(
+        lambda code, n, rest: MAGIC + bytes((1, code, n)) + rest,
+        st.integers(0, 3),
+        st.integers(0, 255),
+        st.binary(max_size=512),
+    )
     return st.one_of(
         st.binary(max_size=2048),  # random
         header,  # random after a plausible header
@@ -282,8 +318,9 @@ def test_hostile_envelopes_soak(harness: Harness) -> None:
 @pytest.mark.aws
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("runs", [10_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
-def test_atheris_finds_no_input_that_crashes_or_is_applied(runs: int, moto_endpoint: str, unique: str,
-                                                          tmp_path: Path) -> None:
+def test_atheris_finds_no_input_that_crashes_or_is_applied(
+    runs: int, moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
     if not _atheris_available():
         if platform.system() != "Linux" or platform.machine() != "x86_64":
             pytest.skip("atheris ships wheels for Linux x86_64 only")
@@ -296,10 +333,24 @@ def test_atheris_finds_no_input_that_crashes_or_is_applied(runs: int, moto_endpo
         (corpus / f"seed{n}").write_bytes(seed)
     env = {**os.environ, "FUZZ_ENDPOINT": moto_endpoint, "FUZZ_TABLE": unique, "FUZZ_QUARANTINE": str(tmp_path)}
     seed = 1 if runs <= 10_000 else random.randrange(1, 2**31)  # CI: reproducible; soak: explore
-    args = [str(corpus), f"-runs={runs}", f"-seed={seed}", "-max_len=4096", "-timeout=60",
-            f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"]
-    proc = subprocess.run([sys.executable, "-c", ATHERIS_MAIN, *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent, env=env, timeout=3000, check=False)
+    args = [
+        str(corpus),
+        f"-runs={runs}",
+        f"-seed={seed}",
+        "-max_len=4096",
+        "-timeout=60",
+        f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", ATHERIS_MAIN, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        timeout=3000,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"Done {runs} runs" in proc.stderr
     assert set(stored(client, unique)) == GOOD_IDS

@@ -171,9 +171,7 @@ def test_missing_trust_file(tmp_path: Path) -> None:
 def test_rsa_public_key_is_refused(tmp_path: Path) -> None:
     pub = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     path = tmp_path / "rsa.pub"
-    path.write_bytes(
-        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    path.write_bytes(pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     with pytest.raises(KeyFileError, match="Ed25519 only"):
         TrustStore.load(path)
 

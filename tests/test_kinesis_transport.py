@@ -38,8 +38,9 @@ pytestmark = pytest.mark.aws
 
 @pytest.fixture
 def url(moto_endpoint: str, unique: str, tmp_path: Path) -> str:
-    return (f"kinesis://{unique}?region=us-west-2&endpoint_url={moto_endpoint}"
-            f"&checkpoint={tmp_path / 'checkpoints.sqlite'}")
+    return (
+        f"kinesis://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&checkpoint={tmp_path / 'checkpoints.sqlite'}"
+    )
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ def messages(prefix: str, count: int, size: int = 32, key: str = "pk") -> list[O
     return [OutgoingMessage(f"{prefix}-{i}:".encode().ljust(size, b"."), f"{prefix}-{i}", key) for i in range(count)]
 
 
-def receive(t: Transport | ShardConsumer, count: int, *, ack: bool = True, timeout: float = 20,
-            batch: int = 100) -> list[Delivery]:
+def receive(
+    t: Transport | ShardConsumer, count: int, *, ack: bool = True, timeout: float = 20, batch: int = 100
+) -> list[Delivery]:
     """Receive until ``count`` deliveries arrived (the wait is a bound, not an assertion)."""
     got: list[Delivery] = []
     deadline = time.monotonic() + timeout
@@ -228,8 +230,9 @@ def test_checkpoints_in_a_dynamodb_table(moto_endpoint: str, unique: str) -> Non
     assert item["stream_id"]["S"].endswith(f":stream/{unique}")
 
 
-def test_kinesis_sized_sequence_numbers_checkpoint_in_both_stores(moto_endpoint: str, unique: str,
-                                                                  tmp_path: Path) -> None:
+def test_kinesis_sized_sequence_numbers_checkpoint_in_both_stores(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
     ddb = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
     older = "49590338271490256608559692538361571095921575989136588898"
     newer = "49590338271490256608559692540925702759324208523137515618"
@@ -274,8 +277,13 @@ def stream_bodies(client: Any, stream: str) -> list[bytes]:
 def test_partial_failure_resends_only_the_failed_records(moto_endpoint: str, unique: str) -> None:
     client = boto3.client("kinesis", endpoint_url=moto_endpoint, region_name="us-west-2")
     client.create_stream(StreamName=unique, ShardCount=1)
-    flaky = FailingEntries(client, [{2: "ProvisionedThroughputExceededException", 5: "InternalFailure"},
-                                    {1: "ProvisionedThroughputExceededException"}])
+    flaky = FailingEntries(
+        client,
+        [
+            {2: "ProvisionedThroughputExceededException", 5: "InternalFailure"},
+            {1: "ProvisionedThroughputExceededException"},
+        ],
+    )
     producer = Producer(flaky, unique, "test", sleep=lambda _: None)
     sent = messages("p", 8)
     producer.put(sent)
@@ -288,16 +296,21 @@ def test_partial_failure_resends_only_the_failed_records(moto_endpoint: str, uni
 
 
 def test_a_refused_record_is_a_transport_error_and_persistent_throttling_goes_to_core(
-        moto_endpoint: str, unique: str) -> None:
+    moto_endpoint: str, unique: str
+) -> None:
     client = boto3.client("kinesis", endpoint_url=moto_endpoint, region_name="us-west-2")
     client.create_stream(StreamName=unique, ShardCount=1)
-    refused = Producer(FailingEntries(client, [{0: "KMSAccessDeniedException"}]), unique, "test",
-                       sleep=lambda _: None)
+    refused = Producer(FailingEntries(client, [{0: "KMSAccessDeniedException"}]), unique, "test", sleep=lambda _: None)
     with pytest.raises(TransportError, match="KMSAccessDeniedException") as info:
         refused.put(messages("f", 2))
     assert not isinstance(info.value, RecoverableTransportError)
-    throttled = Producer(FailingEntries(client, [{0: "ProvisionedThroughputExceededException"}] * 3), unique, "test",
-                         attempts=3, sleep=lambda _: None)
+    throttled = Producer(
+        FailingEntries(client, [{0: "ProvisionedThroughputExceededException"}] * 3),
+        unique,
+        "test",
+        attempts=3,
+        sleep=lambda _: None,
+    )
     with pytest.raises(RecoverableTransportError, match="still failing after 3 calls"):
         throttled.put(messages("t", 2))
 
@@ -307,8 +320,17 @@ def test_a_refused_record_is_a_transport_error_and_persistent_throttling_goes_to
 
 def consumer(kinesis: ScriptedKinesis, store: SqliteCheckpointStore, read_ahead: int = 3) -> ShardConsumer:
     # A small read-ahead: many GetRecords calls, so lineage and expiry are exercised mid-shard.
-    return ShardConsumer(kinesis, "scripted", ARN, store, "scripted", poll_interval=0.2, read_ahead=read_ahead,
-                         refresh_s=0.5, sleep=lambda s: time.sleep(min(s, 0.05)))
+    return ShardConsumer(
+        kinesis,
+        "scripted",
+        ARN,
+        store,
+        "scripted",
+        poll_interval=0.2,
+        read_ahead=read_ahead,
+        refresh_s=0.5,
+        sleep=lambda s: time.sleep(min(s, 0.05)),
+    )
 
 
 def put(kinesis: ScriptedKinesis, tag: str, count: int, keys: int = 6) -> list[OutgoingMessage]:

@@ -91,8 +91,14 @@ def run_bridge(*args: str, site: Path | None = None, **env: str) -> subprocess.C
     environ = {**os.environ, **env}
     if site is not None:
         environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "bridge.cli.admin", *args], capture_output=True, text=True,
-                          env=environ, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge.cli.admin", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_bridge_plugins_lists_package_version_and_schemes() -> None:
@@ -109,10 +115,18 @@ def test_bridge_plugins_lists_package_version_and_schemes() -> None:
 
 
 def test_broken_plugins_are_reported_by_name_and_the_others_load(tmp_path: Path) -> None:
-    fake_distribution(tmp_path, "ddb-bridge-broken", "bridge_broken",
-                      "raise ImportError('libbroken.so.1: cannot open shared object file')\n")
-    fake_distribution(tmp_path, "ddb-bridge-typo", "bridge_typo",
-                      "from bridge import hookimpl\n\n@hookimpl\ndef bridge_transport():\n    return []\n")
+    fake_distribution(
+        tmp_path,
+        "ddb-bridge-broken",
+        "bridge_broken",
+        "raise ImportError('libbroken.so.1: cannot open shared object file')\n",
+    )
+    fake_distribution(
+        tmp_path,
+        "ddb-bridge-typo",
+        "bridge_typo",
+        "from bridge import hookimpl\n\n@hookimpl\ndef bridge_transport():\n    return []\n",
+    )
     fake_distribution(tmp_path, "ddb-bridge-bare", "bridge_bare", "def bridge_transports():\n    return []\n")
 
     done = run_bridge("plugins", "--json", site=tmp_path)
@@ -173,8 +187,17 @@ def test_every_contract_case_and_knob_is_documented() -> None:
     assert len(cases) >= 10
     for name in cases:
         assert f"`{name}" in docs, f"contract case {name} is not listed in docs/plugins.md"
-    for knob in ("in_process_only", "ordered", "redelivery_timeout", "quiet_period", "receive_timeout",
-                 "transport_url", "unreachable_transport_url", "make_transport", "unique_destination"):
+    for knob in (
+        "in_process_only",
+        "ordered",
+        "redelivery_timeout",
+        "quiet_period",
+        "receive_timeout",
+        "transport_url",
+        "unreachable_transport_url",
+        "make_transport",
+        "unique_destination",
+    ):
         assert f"`{knob}" in docs, f"{knob} is not documented in docs/plugins.md"
 
 
@@ -189,7 +212,11 @@ def test_third_party_plugin_runs_the_kit_from_its_own_directory() -> None:
     with redis_url() as url:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-k", "scheme_is_served or declares or empty_publish or oversize"],
-            cwd=plugin, env={**os.environ, "REDIS_URL": url}, capture_output=True, text=True, timeout=300,
+            cwd=plugin,
+            env={**os.environ, "REDIS_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=300,
             check=False,
         )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

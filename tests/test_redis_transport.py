@@ -125,9 +125,7 @@ def test_trim_drops_only_what_every_group_acknowledged(transport: RedisTransport
     assert admin.xlen(transport.stream) == 4
 
 
-def test_close_gives_back_at_once_and_removes_the_idle_consumer(
-    stream_url: str, admin: redis.Redis
-) -> None:
+def test_close_gives_back_at_once_and_removes_the_idle_consumer(stream_url: str, admin: redis.Redis) -> None:
     slow = stream_url.replace("claim_idle_ms=1000", "claim_idle_ms=600000")  # no claim by idleness
     first = RedisTransport(TransportURL.parse(slow))
     first.publish(make_messages("giveback", 3))
@@ -142,6 +140,7 @@ def test_close_gives_back_at_once_and_removes_the_idle_consumer(
         assert all(d.redelivered for d in again)
     finally:
         second.close()
+
     def consumers() -> set[str]:
         return {c["name"].decode() for c in admin.xinfo_consumers(first.stream, first.group)}
 
@@ -197,10 +196,29 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ca, cert, key = make_certificates(tmp_path)
     port = services.free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
-         "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 20

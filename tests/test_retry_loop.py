@@ -54,19 +54,19 @@ def good_changes(count: int, keys: int = 200) -> list[Any]:
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("good", [2_000, pytest.param(10_000, marks=pytest.mark.slow)])
 def test_poison_change_is_parked_after_n_attempts_while_good_changes_around_it_apply(
-        good: int, target: tuple[Any, str], tmp_path: Path, unique: str) -> None:
+    good: int, target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     attempts = 4
     url = f"memory://{unique}"
-    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url, retry_max_attempts=attempts,
-                       **FAST_RETRIES)
+    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url, retry_max_attempts=attempts, **FAST_RETRIES)
     changes = good_changes(good)
     transient_poison = put(900_000, ts=3_000_000, name={"S": "always throttled"})
     permanent_poison = put(900_001, ts=3_000_000, blob={"S": "x" * 420_000})  # over the 400 KB item limit
     # the poison sits in the middle of the second envelope, with good changes on both sides
     changes[150:150] = [transient_poison, permanent_poison]
-    bodies = [envelope(changes[i:i + 100], eid=f"env{i}") for i in range(0, len(changes), 100)]
+    bodies = [envelope(changes[i : i + 100], eid=f"env{i}") for i in range(0, len(changes), 100)]
     send(url, bodies)
 
     applier = build_applier(cfg, threading.Event())
@@ -105,12 +105,13 @@ def test_poison_change_is_parked_after_n_attempts_while_good_changes_around_it_a
 @pytest.mark.rabbitmq
 @pytest.mark.aws
 def test_throttling_storm_ends_with_everything_applied_and_nothing_in_the_dlq(
-        target: tuple[Any, str], tmp_path: Path, amqp_url: str, unique: str) -> None:
+    target: tuple[Any, str], tmp_path: Path, amqp_url: str, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     cfg = apply_config(tmp_path, client.meta.endpoint_url, table, f"{amqp_url}?queue={unique}", **FAST_RETRIES)
     changes = [put(n, ts=5_000_000 + n, name={"S": "storm"}) for n in range(300)]
-    send(cfg.transport, [envelope(changes[i:i + 50], eid=f"storm{i}") for i in range(0, 300, 50)])
+    send(cfg.transport, [envelope(changes[i : i + 50], eid=f"storm{i}") for i in range(0, 300, 50)])
 
     applier = build_applier(cfg, threading.Event())
     # The first 700 writes are refused: all 300 changes fail twice (once in place), and the
@@ -139,13 +140,15 @@ def test_throttling_storm_ends_with_everything_applied_and_nothing_in_the_dlq(
 def _retrying(payload: bytes, changes: tuple[int, ...], **fields: Any) -> FailureRecord:
     now = time.time()
     base: dict[str, Any] = {"first_failed_at": now - 5, "last_failed_at": now - 5, "retry_at": now - 1}
-    return FailureRecord(Kind.CHANGES, State.RETRYING, "TransientApplyError", "throttled", payload,
-                         changes=changes, **{**base, **fields})
+    return FailureRecord(
+        Kind.CHANGES, State.RETRYING, "TransientApplyError", "throttled", payload, changes=changes, **{**base, **fields}
+    )
 
 
 @pytest.mark.aws
 def test_a_pass_puts_back_what_is_not_due_and_moves_what_must_not_be_retried(
-        target: tuple[Any, str], tmp_path: Path, unique: str) -> None:
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     url = f"memory://{unique}"
@@ -159,8 +162,12 @@ def test_a_pass_puts_back_what_is_not_due_and_moves_what_must_not_be_retried(
     wrong_key = _retrying(envelope([put(3)], signer=STRANGER), (0,))
     out_of_range = _retrying(body, (7,))
     dlq = open_transport(url + ".dlq", "dlq")
-    dlq.publish([OutgoingMessage(r.encode(), r.id, r.id)
-                 for r in (not_due, forged_far, already_parked, unsigned, wrong_key, out_of_range)])
+    dlq.publish(
+        [
+            OutgoingMessage(r.encode(), r.id, r.id)
+            for r in (not_due, forged_far, already_parked, unsigned, wrong_key, out_of_range)
+        ]
+    )
     dlq.publish([OutgoingMessage(b"not a failure record", "junk", "junk")])
 
     applier = build_applier(cfg, threading.Event())
@@ -186,8 +193,9 @@ def test_a_pass_puts_back_what_is_not_due_and_moves_what_must_not_be_retried(
 
 
 @pytest.mark.aws
-def test_replaying_an_old_failure_never_overwrites_newer_data(target: tuple[Any, str], tmp_path: Path,
-                                                              unique: str) -> None:
+def test_replaying_an_old_failure_never_overwrites_newer_data(
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     url = f"memory://{unique}"
@@ -214,12 +222,20 @@ def test_replaying_an_old_failure_never_overwrites_newer_data(target: tuple[Any,
 
 @pytest.mark.aws
 def test_until_idle_leaves_distant_retries_on_the_queue_for_the_next_run(
-        target: tuple[Any, str], tmp_path: Path, unique: str) -> None:
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
     client, table = target
     trusted_dir(tmp_path)
     url = f"memory://{unique}"
-    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url, transient_retries=0,
-                       retry_initial_delay=3600, retry_max_delay=3600)
+    cfg = apply_config(
+        tmp_path,
+        client.meta.endpoint_url,
+        table,
+        url,
+        transient_retries=0,
+        retry_initial_delay=3600,
+        retry_max_delay=3600,
+    )
     send(url, [envelope([put(1), put(2)], eid="later")])
     applier = build_applier(cfg, threading.Event())
     Throttle(applier.target.client, lambda user_id: user_id == 2)
@@ -248,4 +264,3 @@ def test_retry_policy_backs_off_exponentially_with_jitter_and_gives_up() -> None
     assert policy.schedule(fresh.with_(attempts=5)).state is State.PARKED
     aged = fresh.with_(first_failed_at=now - 101)
     assert policy.schedule(aged).state is State.PARKED and "gave up after 10" in policy.schedule(aged).message
-

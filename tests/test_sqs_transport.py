@@ -69,8 +69,9 @@ def bodies(deliveries: list[Delivery]) -> list[bytes]:
 def record_calls(t: SqsTransport, operation: str) -> list[dict[str, Any]]:
     """The parameters of every ``operation`` call the transport's real client makes from now on."""
     seen: list[dict[str, Any]] = []
-    t._sqs().meta.events.register(f"provide-client-params.sqs.{operation}",
-                                  lambda params, **_: seen.append(dict(params)))
+    t._sqs().meta.events.register(
+        f"provide-client-params.sqs.{operation}", lambda params, **_: seen.append(dict(params))
+    )
     return seen
 
 
@@ -115,8 +116,9 @@ def test_a_smaller_queue_limit_from_the_url(moto_endpoint: str, unique: str, sqs
 
 
 def test_receive_long_polls_only_as_long_as_the_caller_waits(moto_endpoint: str, unique: str) -> None:
-    t = open_transport(f"sqs://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&visibility_timeout={VT}"
-                       "&wait_time=1", "consume")
+    t = open_transport(
+        f"sqs://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&visibility_timeout={VT}&wait_time=1", "consume"
+    )
     assert isinstance(t, SqsTransport)
     calls = record_calls(t, "ReceiveMessage")
     waits = {}
@@ -166,8 +168,10 @@ def test_refused_entries_raise_and_failed_ones_are_resent_alone(transport: SqsTr
             self.sizes.append(len(Entries))
             ok = [e for i, e in enumerate(Entries) if i not in plan]
             response = real.send_message_batch(QueueUrl=QueueUrl, Entries=ok) if ok else {"Successful": []}
-            response["Failed"] = [{"Id": Entries[i]["Id"], "Code": code, "SenderFault": sender, "Message": "x"}
-                                  for i, (code, sender) in plan.items()]
+            response["Failed"] = [
+                {"Id": Entries[i]["Id"], "Code": code, "SenderFault": sender, "Message": "x"}
+                for i, (code, sender) in plan.items()
+            ]
             return response
 
         def __getattr__(self, name: str) -> Any:
@@ -233,8 +237,10 @@ def test_close_deletes_the_acked_and_releases_the_rest(url: str) -> None:
 
 
 def test_redrive_policy_is_the_broker_side_safety_net(moto_endpoint: str, unique: str, sqs: Any) -> None:
-    url = (f"sqs://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&redrive_queue={unique}-redrive"
-           "&max_receive_count=2")
+    url = (
+        f"sqs://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&redrive_queue={unique}-redrive"
+        "&max_receive_count=2"
+    )
     t = open_transport(url, "consume")
     try:
         t.publish(messages("poison", 1))
@@ -254,8 +260,9 @@ def test_redrive_policy_is_the_broker_side_safety_net(moto_endpoint: str, unique
 
 def test_dead_letter_queue_names() -> None:
     for name, dlq in (("users", "users-dlq"), ("users.fifo", "users-dlq.fifo")):
-        t = open_transport(f"sqs://{name}?region=us-west-2&redrive_queue=x{'.fifo' if 'fifo' in name else ''}",
-                           "publish")
+        t = open_transport(
+            f"sqs://{name}?region=us-west-2&redrive_queue=x{'.fifo' if 'fifo' in name else ''}", "publish"
+        )
         url = t.dead_letter_url()
         assert (url.netloc, url.params) == (dlq, {"region": "us-west-2"})
 

@@ -48,9 +48,7 @@ def reader_for(client: ScriptedStreams, store: CheckpointStore, **kwargs: Any) -
 
 
 def write(client: ScriptedStreams, shard: str, key: str, n: int) -> dict[str, Any]:
-    return client.put(
-        shard, {"id": {"S": key}}, {"id": {"S": key}, "n": {"N": str(n)}, "secret": {"S": "s3cr3t"}}
-    )
+    return client.put(shard, {"id": {"S": key}}, {"id": {"S": key}, "n": {"N": str(n)}, "secret": {"S": "s3cr3t"}})
 
 
 def seq(record: dict[str, Any]) -> str:
@@ -306,9 +304,7 @@ def test_trimmed_records_fail_with_data_loss(store: Any) -> None:
     assert info.value.exit_code == 7
 
 
-def test_trimmed_records_continue_from_trim_horizon_when_allowed(
-    store: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_trimmed_records_continue_from_trim_horizon_when_allowed(store: Any, caplog: pytest.LogCaptureFixture) -> None:
     client, checkpoint = trimmed_stream(store)
     got = drain(reader_for(client, store, on_trimmed="trim-horizon"))
     assert seqs(got) == seqs(client.records_of("P")[6:])
@@ -525,9 +521,7 @@ def test_real_stream_from_moto(moto_endpoint: str, unique: str, tmp_path: Path, 
     streams = boto3.client("dynamodbstreams", endpoint_url=moto_endpoint, region_name="us-east-1")
     table = ddb.create_table(
         TableName=unique,
-        KeySchema=[
-            {"AttributeName": n, "KeyType": "HASH" if i == 0 else "RANGE"} for i, (n, _) in enumerate(keys)
-        ],
+        KeySchema=[{"AttributeName": n, "KeyType": "HASH" if i == 0 else "RANGE"} for i, (n, _) in enumerate(keys)],
         AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in keys],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
@@ -569,8 +563,7 @@ def test_real_stream_from_moto(moto_endpoint: str, unique: str, tmp_path: Path, 
     while idle < 3:
         for read in reader.poll():
             changes += [
-                parse_record(r, key_names=key_names, origin="site-a", shard_id=read.shard_id)
-                for r in read.records
+                parse_record(r, key_names=key_names, origin="site-a", shard_id=read.shard_id) for r in read.records
             ]
             if read.records:
                 reader.confirm(read.shard_id, seq(read.records[-1]), ended=read.ended)

@@ -30,8 +30,9 @@ def delete(ts: int, origin: str = "r1", seq: int = 1) -> Change:
 
 
 def read(target: TargetTable) -> dict | None:
-    item = target.client.get_item(TableName=target.table, Key=target.key_of(put(0, "")),
-                                  ConsistentRead=True).get("Item")
+    item = target.client.get_item(TableName=target.table, Key=target.key_of(put(0, "")), ConsistentRead=True).get(
+        "Item"
+    )
     return target.user_item(item) if item else None
 
 

@@ -37,12 +37,25 @@ OLD_VERSION = Version(1_700_000_000_500_000, ORIGIN, 7)
 
 
 def test_items_compare_by_meaning_not_spelling() -> None:
-    a = {"k": {"S": "x"}, "n": {"N": "1.50"}, "big": {"N": "1E+2"}, "ns": {"NS": ["2", "1.0"]},
-         "ss": {"SS": ["b", "a"]}, "m": {"M": {"y": {"N": "0.0"}, "x": {"L": [{"N": "1"}, {"S": "z"}]}}},
-         "_bridge_v": {"S": "000 a 000"}}
-    b = {"_bridge_v": {"S": "999 b 999"}, "_bridge_expires": {"N": "5"}, "m": {"M": {"x": {"L": [{"N": "1.0"},
-         {"S": "z"}]}, "y": {"N": "-0"}}}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2"]}, "big": {"N": "100"},
-         "n": {"N": "1.5"}, "k": {"S": "x"}}
+    a = {
+        "k": {"S": "x"},
+        "n": {"N": "1.50"},
+        "big": {"N": "1E+2"},
+        "ns": {"NS": ["2", "1.0"]},
+        "ss": {"SS": ["b", "a"]},
+        "m": {"M": {"y": {"N": "0.0"}, "x": {"L": [{"N": "1"}, {"S": "z"}]}}},
+        "_bridge_v": {"S": "000 a 000"},
+    }
+    b = {
+        "_bridge_v": {"S": "999 b 999"},
+        "_bridge_expires": {"N": "5"},
+        "m": {"M": {"x": {"L": [{"N": "1.0"}, {"S": "z"}]}, "y": {"N": "-0"}}},
+        "ss": {"SS": ["a", "b"]},
+        "ns": {"NS": ["1", "2"]},
+        "big": {"N": "100"},
+        "n": {"N": "1.5"},
+        "k": {"S": "x"},
+    }
     assert canonical_bytes(a) == canonical_bytes(b) and item_digest(a) == item_digest(b)
     reordered_list = {**b, "m": {"M": {"x": {"L": [{"S": "z"}, {"N": "1"}]}, "y": {"N": "0"}}}}
     assert item_digest(reordered_list) != item_digest(a)  # lists keep their order
@@ -66,8 +79,23 @@ def tables(endpoint: str, name: str, n: int, target_version: Version = OLD_VERSI
 
 
 def verify(endpoint: str, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    args = ["verify", "--source-table", name, "--source-region", ORIGIN, "--source-endpoint", endpoint,
-            "--target-table", name, "--target-region", "us-west-2", "--target-endpoint", endpoint, "--json", *extra]
+    args = [
+        "verify",
+        "--source-table",
+        name,
+        "--source-region",
+        ORIGIN,
+        "--source-endpoint",
+        endpoint,
+        "--target-table",
+        name,
+        "--target-region",
+        "us-west-2",
+        "--target-endpoint",
+        endpoint,
+        "--json",
+        *extra,
+    ]
     result = CliRunner().invoke(admin, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, orjson.loads(result.stdout.strip().splitlines()[-1])
@@ -77,8 +105,9 @@ def plant(dst: Any, name: str) -> dict[str, str]:
     """Three kinds of divergence, written straight to the target (as a stray writer would)."""
     dst.delete_item(TableName=name, Key=key_of(3))
     dst.put_item(TableName=name, Item=item(10_000, **STAMP))
-    dst.update_item(TableName=name, Key=key_of(5), UpdateExpression="SET score = :s",
-                    ExpressionAttributeValues={":s": {"N": "-1"}})
+    dst.update_item(
+        TableName=name, Key=key_of(5), UpdateExpression="SET score = :s", ExpressionAttributeValues={":s": {"N": "-1"}}
+    )
     return {"3": "only_in_source", "10000": "only_in_target", "5": "different"}
 
 
@@ -102,9 +131,24 @@ def test_verify_finds_exactly_the_planted_divergences(moto_endpoint: str, unique
     code, one_bucket = verify(moto_endpoint, unique, "--buckets", "1", "--segments", "2")
     assert code == DIFFERENT_EXIT and found(one_bucket) == planted
 
-    text = CliRunner().invoke(admin, ["verify", "--source-table", unique, "--source-region", ORIGIN,
-                                      "--source-endpoint", moto_endpoint, "--target-table", unique,
-                                      "--target-region", "us-west-2", "--target-endpoint", moto_endpoint])
+    text = CliRunner().invoke(
+        admin,
+        [
+            "verify",
+            "--source-table",
+            unique,
+            "--source-region",
+            ORIGIN,
+            "--source-endpoint",
+            moto_endpoint,
+            "--target-table",
+            unique,
+            "--target-region",
+            "us-west-2",
+            "--target-endpoint",
+            moto_endpoint,
+        ],
+    )
     assert text.exit_code == DIFFERENT_EXIT
     assert "3 keys differ" in text.output and "only in source" in text.output and '"N":"10000"' in text.output
 
@@ -119,13 +163,33 @@ def test_repair_republishes_the_differences_and_verify_then_passes(
     private, public = keygen(tmp_path / "keys")
     url = f"{amqp_url}?queue={unique}"
     stop = threading.Event()
-    applier = build_applier(ApplyConfig(target_table=unique, target_region="us-west-2", target_endpoint=moto_endpoint,
-                                        trusted_keys=public, transport=url, quarantine_dir=tmp_path / "q"), stop)
+    applier = build_applier(
+        ApplyConfig(
+            target_table=unique,
+            target_region="us-west-2",
+            target_endpoint=moto_endpoint,
+            trusted_keys=public,
+            transport=url,
+            quarantine_dir=tmp_path / "q",
+        ),
+        stop,
+    )
     thread = threading.Thread(target=applier.run, daemon=True)
     thread.start()
     try:
-        code, result = verify(moto_endpoint, unique, "--repair", "--transport", url, "--signing-key", str(private),
-                              "--timestamp-attribute", "updated_at", "--quarantine-dir", str(tmp_path / "q"))
+        code, result = verify(
+            moto_endpoint,
+            unique,
+            "--repair",
+            "--transport",
+            url,
+            "--signing-key",
+            str(private),
+            "--timestamp-attribute",
+            "updated_at",
+            "--quarantine-dir",
+            str(tmp_path / "q"),
+        )
     finally:
         stop.set()
         thread.join(30)
@@ -148,15 +212,34 @@ def test_repair_never_overrules_a_write_newer_than_it_can_safely_claim(
     copy is old: sent, as a put the applier will take."""
     _, dst = tables(moto_endpoint, unique, 20)
     recent = Version(int(time.time() * 1_000_000), ORIGIN, 9)
-    dst.update_item(TableName=unique, Key=key_of(5), UpdateExpression="SET score = :s, #v = :v",
-                    ExpressionAttributeNames={"#v": "_bridge_v"},
-                    ExpressionAttributeValues={":s": {"N": "-1"}, ":v": {"S": recent.encode()}})
-    dst.update_item(TableName=unique, Key=key_of(8), UpdateExpression="SET score = :s",
-                    ExpressionAttributeValues={":s": {"N": "-1"}})
+    dst.update_item(
+        TableName=unique,
+        Key=key_of(5),
+        UpdateExpression="SET score = :s, #v = :v",
+        ExpressionAttributeNames={"#v": "_bridge_v"},
+        ExpressionAttributeValues={":s": {"N": "-1"}, ":v": {"S": recent.encode()}},
+    )
+    dst.update_item(
+        TableName=unique,
+        Key=key_of(8),
+        UpdateExpression="SET score = :s",
+        ExpressionAttributeValues={":s": {"N": "-1"}},
+    )
     private, public = keygen(tmp_path / "keys")
     before = time.time()
-    code, result = verify(moto_endpoint, unique, "--repair", "--transport", f"memory://{unique}", "--signing-key",
-                          str(private), "--repair-wait", "0", "--quarantine-dir", str(tmp_path / "q"))
+    code, result = verify(
+        moto_endpoint,
+        unique,
+        "--repair",
+        "--transport",
+        f"memory://{unique}",
+        "--signing-key",
+        str(private),
+        "--repair-wait",
+        "0",
+        "--quarantine-dir",
+        str(tmp_path / "q"),
+    )
     assert code == DIFFERENT_EXIT
     repair = result["repair"]
     assert repair["sent"] == 1 and [r["key"]["user_id"]["N"] for r in repair["refused"]] == ["5"]
@@ -174,16 +257,46 @@ def test_repair_never_overrules_a_write_newer_than_it_can_safely_claim(
 
 @pytest.mark.aws
 def test_bad_invocations_fail_with_a_clear_message(moto_endpoint: str, unique: str) -> None:
-    result = CliRunner().invoke(admin, ["verify", "--source-table", "a1b", "--source-region", ORIGIN,
-                                        "--target-table", "c2d", "--target-region", ORIGIN, "--repair"])
+    result = CliRunner().invoke(
+        admin,
+        [
+            "verify",
+            "--source-table",
+            "a1b",
+            "--source-region",
+            ORIGIN,
+            "--target-table",
+            "c2d",
+            "--target-region",
+            ORIGIN,
+            "--repair",
+        ],
+    )
     assert result.exit_code == 2 and "--repair needs --transport" in result.output
 
     src = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name=ORIGIN)
     create_table(src, unique, stream=False)
-    create_table(src, f"{unique}-other", stream=False, key_schema=[{"AttributeName": "tenant", "KeyType": "HASH"}],
-                 attributes=[{"AttributeName": "tenant", "AttributeType": "S"}])
-    args = ["verify", "--source-table", unique, "--source-region", ORIGIN, "--source-endpoint", moto_endpoint,
-            "--target-region", ORIGIN, "--target-endpoint", moto_endpoint, "--target-table"]
+    create_table(
+        src,
+        f"{unique}-other",
+        stream=False,
+        key_schema=[{"AttributeName": "tenant", "KeyType": "HASH"}],
+        attributes=[{"AttributeName": "tenant", "AttributeType": "S"}],
+    )
+    args = [
+        "verify",
+        "--source-table",
+        unique,
+        "--source-region",
+        ORIGIN,
+        "--source-endpoint",
+        moto_endpoint,
+        "--target-region",
+        ORIGIN,
+        "--target-endpoint",
+        moto_endpoint,
+        "--target-table",
+    ]
     result = CliRunner().invoke(admin, [*args, f"{unique}-other"])
     assert result.exit_code == 2 and "key schemas differ" in result.output
     result = CliRunner().invoke(admin, [*args, f"{unique}-missing"])

@@ -63,9 +63,17 @@ class ChangeApplier:
     never takes down the loop or the other changes.
     """
 
-    def __init__(self, target: TargetTable, stats: ApplyStats, *, workers: int = 8, transient_retries: int = 4,
-                 backoff: Backoff = Backoff(initial_s=0.1, max_s=2.0), on_applied: OnApplied | None = None,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        target: TargetTable,
+        stats: ApplyStats,
+        *,
+        workers: int = 8,
+        transient_retries: int = 4,
+        backoff: Backoff = Backoff(initial_s=0.1, max_s=2.0),
+        on_applied: OnApplied | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.target = target
         self.stats = stats
         self.transient_retries = transient_retries
@@ -149,14 +157,22 @@ class Applier:
         self.policy = retry_policy or RetryPolicy()
         self.stop = stop or threading.Event()
         self.stats = ApplyStats()
-        self.changes = ChangeApplier(target, self.stats, workers=workers, transient_retries=transient_retries,
-                                     backoff=retry_backoff, on_applied=on_applied, stop=self.stop)
+        self.changes = ChangeApplier(
+            target,
+            self.stats,
+            workers=workers,
+            transient_retries=transient_retries,
+            backoff=retry_backoff,
+            on_applied=on_applied,
+            stop=self.stop,
+        )
         self.retry: RetryLoop | None = None
         if retry_queue is None and parker.dlq is not None:
             retry_queue = RetryLoop.open_queue(parker.dlq, self.stop)
         if retry_queue is not None:
-            self.retry = RetryLoop(retry_queue, parker, self.policy, self._reattempt, self.changes.count,
-                                   stop=self.stop)
+            self.retry = RetryLoop(
+                retry_queue, parker, self.policy, self._reattempt, self.changes.count, stop=self.stop
+            )
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent envelope ids
         self._seen_max = 10_000
 
@@ -175,8 +191,11 @@ class Applier:
                 if deliveries:
                     self.process(deliveries)
                     last_activity = time.monotonic()
-                elif until_idle is not None and time.monotonic() - last_activity >= until_idle and (
-                        self.retry is None or not self.retry.pending_within(until_idle)):
+                elif (
+                    until_idle is not None
+                    and time.monotonic() - last_activity >= until_idle
+                    and (self.retry is None or not self.retry.pending_within(until_idle))
+                ):
                     break
         finally:
             self.changes.shutdown()
@@ -198,8 +217,12 @@ class Applier:
             if batch is not None:
                 in_flight.add(batch.envelope_id)
             batches.append((delivery, batch))
-        items = [(change, (n, index)) for n, (_, batch) in enumerate(batches) if batch is not None
-                 for index, change in enumerate(batch.changes)]
+        items = [
+            (change, (n, index))
+            for n, (_, batch) in enumerate(batches)
+            if batch is not None
+            for index, change in enumerate(batch.changes)
+        ]
         failures = self.changes.apply(items)
         by_envelope: dict[int, list[tuple[int, ApplyError]]] = {}
         for failed in failures:
@@ -210,8 +233,9 @@ class Applier:
             assert batch is not None
             records.extend(failure_records(delivery.body, batch, failed_changes, self.policy))
         self.changes.count("dead_lettered", len(failures))
-        self.changes.count("parked", sum(len(r.changes) for r in records
-                                         if r.kind is Kind.CHANGES and r.state is State.PARKED))
+        self.changes.count(
+            "parked", sum(len(r.changes) for r in records if r.kind is Kind.CHANGES and r.state is State.PARKED)
+        )
         if records:
             self.parker.park_all(records)
             if self.retry is not None:
@@ -226,14 +250,16 @@ class Applier:
             batch = decode(delivery.body, self.trust)
         except DecodeError as exc:
             self.stats.quarantined += 1
-            records.append(FailureRecord.from_exception(
-                Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=_printable(delivery.message_id)))
+            records.append(
+                FailureRecord.from_exception(
+                    Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=_printable(delivery.message_id)
+                )
+            )
             return None
         self.stats.envelopes += 1
         if batch.envelope_id in self._seen or batch.envelope_id in in_flight:
             self.stats.duplicate_envelopes += 1
-            log.debug("envelope %s already applied; skipping its %d changes", batch.envelope_id,
-                      len(batch.changes))
+            log.debug("envelope %s already applied; skipping its %d changes", batch.envelope_id, len(batch.changes))
             return None
         return batch
 

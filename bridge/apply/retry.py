@@ -67,8 +67,11 @@ class RetryPolicy:
         if record.state is not State.RETRYING:
             return record.with_(retry_at=None)
         if self.exhausted(record):
-            why = (f"gave up after {record.attempts} attempt(s)" if record.attempts >= self.max_attempts
-                   else f"gave up after {record.age:.0f} s")
+            why = (
+                f"gave up after {record.attempts} attempt(s)"
+                if record.attempts >= self.max_attempts
+                else f"gave up after {record.age:.0f} s"
+            )
             return record.with_(state=State.PARKED, retry_at=None, message=f"{record.message} ({why})")
         if record.retry_at is not None and record.retry_at > record.last_failed_at:
             return record  # already scheduled: keep its jitter, so a pass does not move it
@@ -80,8 +83,14 @@ class RetryPolicy:
         return min(1.0, self.initial_delay_s)
 
 
-def failure_records(payload: bytes, batch: Batch, failed: Sequence[tuple[int, ApplyError]], policy: RetryPolicy,
-                    previous: FailureRecord | None = None, fresh: bool = False) -> list[FailureRecord]:
+def failure_records(
+    payload: bytes,
+    batch: Batch,
+    failed: Sequence[tuple[int, ApplyError]],
+    policy: RetryPolicy,
+    previous: FailureRecord | None = None,
+    fresh: bool = False,
+) -> list[FailureRecord]:
     """Records for the failed changes of one envelope: one per (state, error, message), so a
     throttling storm makes one record per envelope, not one per change.
 
@@ -97,12 +106,18 @@ def failure_records(payload: bytes, batch: Batch, failed: Sequence[tuple[int, Ap
         indices = tuple(sorted(i for i, _ in members))
         exc = members[0][1]
         pos = batch.changes[indices[0]].position
-        context = {"kind": Kind.CHANGES, "changes": indices, "envelope_id": batch.envelope_id,
-                   "origin": batch.origin, "table": batch.table,
-                   "position": (pos.shard_id, pos.sequence_number) if pos else None}
+        context = {
+            "kind": Kind.CHANGES,
+            "changes": indices,
+            "envelope_id": batch.envelope_id,
+            "origin": batch.origin,
+            "table": batch.table,
+            "position": (pos.shard_id, pos.sequence_number) if pos else None,
+        }
         if previous is None or (fresh and state is State.RETRYING):
-            record = FailureRecord.from_exception(Kind.CHANGES, state, exc, payload, **{
-                k: v for k, v in context.items() if k != "kind"})
+            record = FailureRecord.from_exception(
+                Kind.CHANGES, state, exc, payload, **{k: v for k, v in context.items() if k != "kind"}
+            )
             if previous is not None and n == 0:
                 record = record.with_(id=previous.id)
         else:
@@ -135,8 +150,9 @@ class Failed(Generic[T]):
 ApplyChanges = Callable[[Sequence[tuple[Change, int]]], Sequence[Failed[int]]]
 
 
-def reattempt(record: FailureRecord, trust: TrustStore, apply_changes: ApplyChanges, policy: RetryPolicy,
-              *, fresh: bool = False) -> Reattempt:
+def reattempt(
+    record: FailureRecord, trust: TrustStore, apply_changes: ApplyChanges, policy: RetryPolicy, *, fresh: bool = False
+) -> Reattempt:
     """Verify the record's envelope again and apply the changes it names.
 
     ``apply_changes`` is :meth:`bridge.apply.loop.ChangeApplier.apply`: the normal path,
@@ -167,8 +183,10 @@ def _indices(record: FailureRecord, batch: Batch) -> list[int]:
         return list(range(len(batch.changes)))
     bad = [i for i in record.changes if i >= len(batch.changes)]
     if bad or not record.changes:
-        raise DecodeError(f"record names change(s) {bad or '(none)'}; envelope {batch.envelope_id} holds"
-                          f" {len(batch.changes)}", record.payload)
+        raise DecodeError(
+            f"record names change(s) {bad or '(none)'}; envelope {batch.envelope_id} holds {len(batch.changes)}",
+            record.payload,
+        )
     return sorted(set(record.changes))
 
 
@@ -192,9 +210,16 @@ class RetryLoop:
     receive_batch = 32
     receive_wait_s = 0.2
 
-    def __init__(self, queue: ReliableTransport, parker: Parker, policy: RetryPolicy,
-                 handle: Callable[[FailureRecord], list[FailureRecord]], count: Callable[[str, int], None],
-                 *, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        queue: ReliableTransport,
+        parker: Parker,
+        policy: RetryPolicy,
+        handle: Callable[[FailureRecord], list[FailureRecord]],
+        count: Callable[[str, int], None],
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.queue = queue  # a consumer of the retry queue of its own
         self.parker = parker  # publishes to the retry and parked queues
         self.policy = policy
@@ -211,8 +236,9 @@ class RetryLoop:
         a pass give up after a few tries instead of holding up the apply loop."""
         from bridge.plugins import open_transport
 
-        return ReliableTransport(open_transport(dlq.transport.url, "dlq"),
-                                 Backoff(initial_s=0.2, max_s=2.0, max_attempts=3), stop)
+        return ReliableTransport(
+            open_transport(dlq.transport.url, "dlq"), Backoff(initial_s=0.2, max_s=2.0, max_attempts=3), stop
+        )
 
     def close(self) -> None:
         self.queue.close()
@@ -276,10 +302,16 @@ class RetryLoop:
         else:
             self.next_pass_at = now + self.policy.max_delay_s  # other appliers' records, if any
         if report.busy():
-            log.info("dead-letter pass: %d record(s) looked at, %d re-attempted, %d still retrying, %d not yet"
-                     " due, %d moved to the parked queue; next pass in %.1f s", report.looked_at,
-                     report.reattempted, report.still_retrying, report.put_back, report.moved,
-                     self.next_pass_at - now)
+            log.info(
+                "dead-letter pass: %d record(s) looked at, %d re-attempted, %d still retrying, %d not yet"
+                " due, %d moved to the parked queue; next pass in %.1f s",
+                report.looked_at,
+                report.reattempted,
+                report.still_retrying,
+                report.put_back,
+                report.moved,
+                self.next_pass_at - now,
+            )
         return report
 
     def _settle(self, deliveries: list[Delivery], started: float, report: PassReport) -> bool:
@@ -303,8 +335,15 @@ class RetryLoop:
         if record.kind not in RETRYABLE_KINDS:
             # Unsigned content is never applied automatically, whatever the record says.
             self.count("parked", max(1, len(record.changes)))
-            self._move(delivery, [record.with_(state=State.PARKED, retry_at=None,
-                                               message=f"{record.message} (not signed: replay by hand)")], report)
+            self._move(
+                delivery,
+                [
+                    record.with_(
+                        state=State.PARKED, retry_at=None, message=f"{record.message} (not signed: replay by hand)"
+                    )
+                ],
+                report,
+            )
             return
         scheduled = record if record.retry_at is not None else self.policy.schedule(record)
         if scheduled.state is not State.RETRYING:  # written without a schedule, and already out of budget
@@ -314,8 +353,9 @@ class RetryLoop:
         assert scheduled.retry_at is not None
         if scheduled.retry_at > now:
             # A time further out than the policy could have set (a forged record) is pulled in.
-            self._put_back(delivery, scheduled.with_(retry_at=min(scheduled.retry_at, now + self.policy.max_delay_s)),
-                           report)
+            self._put_back(
+                delivery, scheduled.with_(retry_at=min(scheduled.retry_at, now + self.policy.max_delay_s)), report
+            )
             return
         # Age and attempts are judged when an attempt fails: a due record always gets its attempt.
         report.reattempted += 1

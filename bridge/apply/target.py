@@ -37,11 +37,18 @@ from bridge.errors import ConfigError, PermanentApplyError, TransientApplyError
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "_bridge"
-TRANSIENT_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-    "InternalServerError", "ServiceUnavailable", "TransactionConflictException",
-    "TransactionInProgressException", "LimitExceededException",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "LimitExceededException",
+    }
+)
 NETWORK_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectionClosedError,
@@ -107,8 +114,9 @@ class TargetTable:
 
     def tombstone(self, keys: Image) -> dict[str, Any] | None:
         """The tombstone of an item (boto form), read strongly consistent."""
-        return self._call(self.client.get_item, TableName=self.tombstone_table, Key=self.key_of_keys(keys),
-                          ConsistentRead=True).get("Item")
+        return self._call(
+            self.client.get_item, TableName=self.tombstone_table, Key=self.key_of_keys(keys), ConsistentRead=True
+        ).get("Item")
 
     @classmethod
     def open(
@@ -131,8 +139,16 @@ class TargetTable:
         key_names = tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
         types = {d["AttributeName"]: d["AttributeType"] for d in desc["AttributeDefinitions"]}
         key_types = {name: types[name] for name in key_names}
-        target = cls(client, table, key_names, key_types, tombstone_table or f"{table}-bridge-tombstones",
-                     prefix, tombstone_ttl_s, local_origin)
+        target = cls(
+            client,
+            table,
+            key_names,
+            key_types,
+            tombstone_table or f"{table}-bridge-tombstones",
+            prefix,
+            tombstone_ttl_s,
+            local_origin,
+        )
         target._ensure_tombstone_table(desc, create)
         return target
 
@@ -149,9 +165,7 @@ class TargetTable:
         self.client.create_table(
             TableName=self.tombstone_table,
             KeySchema=target_desc["KeySchema"],
-            AttributeDefinitions=[
-                {"AttributeName": n, "AttributeType": t} for n, t in self.key_types.items()
-            ],
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in self.key_types.items()],
             BillingMode="PAY_PER_REQUEST",
         )
         self.client.get_waiter("table_exists").wait(TableName=self.tombstone_table)
@@ -166,8 +180,7 @@ class TargetTable:
     def key_of_keys(self, keys: Image) -> Image:
         if set(keys) != set(self.key_names):
             raise PermanentApplyError(
-                f"key schema mismatch: change has keys {sorted(keys)}, target {self.table!r} has"
-                f" {list(self.key_names)}"
+                f"key schema mismatch: change has keys {sorted(keys)}, target {self.table!r} has {list(self.key_names)}"
             )
         for name, kind in self.key_types.items():
             if kind not in keys[name]:
@@ -208,15 +221,27 @@ class TargetTable:
         item = to_boto_image(self.user_item(change.new_image))
         item[self.version_attr] = {"S": v}
         item[self.write_attr] = {"S": uuid.uuid4().hex[:16]}
-        old = self._write(self.client.put_item, v, TableName=self.table, Item=item, ReturnValues="ALL_OLD",
-                          ReturnValuesOnConditionCheckFailure="ALL_OLD", **self._cond(v, op))
+        old = self._write(
+            self.client.put_item,
+            v,
+            TableName=self.table,
+            Item=item,
+            ReturnValues="ALL_OLD",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            **self._cond(v, op),
+        )
         if isinstance(old, Outcome):
             return old
         if old:
             return Outcome.APPLIED  # replaced an older item: no newer delete can exist
-        tomb = self._call(self.client.get_item, TableName=self.tombstone_table, Key=key,
-                          ConsistentRead=True, ProjectionExpression="#v",
-                          ExpressionAttributeNames={"#v": self.version_attr}).get("Item")
+        tomb = self._call(
+            self.client.get_item,
+            TableName=self.tombstone_table,
+            Key=key,
+            ConsistentRead=True,
+            ProjectionExpression="#v",
+            ExpressionAttributeNames={"#v": self.version_attr},
+        ).get("Item")
         if tomb and tomb[self.version_attr]["S"] > v:
             # An older write arrived after a newer delete: undo it, unless something newer replaced it.
             # The undo is a REMOVE in our stream too: record it as the bridge's first.
@@ -228,8 +253,7 @@ class TargetTable:
 
     def _delete(self, key: Image, v: str) -> Outcome:
         for _ in range(5):
-            current = self._call(self.client.get_item, TableName=self.table, Key=key,
-                                 ConsistentRead=True).get("Item")
+            current = self._call(self.client.get_item, TableName=self.table, Key=key, ConsistentRead=True).get("Item")
             held = current.get(self.version_attr, {}).get("S") if current else None
             if held is not None and held >= v:
                 return Outcome.STALE
@@ -238,25 +262,39 @@ class TargetTable:
             fp = fingerprint(from_boto_image(current)) if current else None
             cond = self._cond(v)
             update = "SET #v = :v, #e = :e"
-            values = {**cond["ExpressionAttributeValues"],
-                      ":e": {"N": str(int(time.time()) + self.tombstone_ttl_s)}}
+            values = {**cond["ExpressionAttributeValues"], ":e": {"N": str(int(time.time()) + self.tombstone_ttl_s)}}
             if fp:
                 update += " ADD #d :d"
                 values[":d"] = {"SS": [fp]}
             written = self._write(
-                self.client.update_item, v, TableName=self.tombstone_table, Key=key, UpdateExpression=update,
-                ConditionExpression=cond["ConditionExpression"], ExpressionAttributeValues=values,
-                ExpressionAttributeNames={"#v": self.version_attr, "#e": self.expires_attr,
-                                          **({"#d": self.deleted_attr} if fp else {})},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                self.client.update_item,
+                v,
+                TableName=self.tombstone_table,
+                Key=key,
+                UpdateExpression=update,
+                ConditionExpression=cond["ConditionExpression"],
+                ExpressionAttributeValues=values,
+                ExpressionAttributeNames={
+                    "#v": self.version_attr,
+                    "#e": self.expires_attr,
+                    **({"#d": self.deleted_attr} if fp else {}),
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
             if written is Outcome.STALE:
                 return Outcome.STALE  # a newer delete was applied before
             if current is None:
                 return Outcome.DUPLICATE if written is Outcome.DUPLICATE else Outcome.APPLIED
             if written is Outcome.DUPLICATE and fp:
                 self._remember_deleted(key, fp)  # a redelivery finishing a delete cut short by a crash
-            old = self._write(self.client.delete_item, v, TableName=self.table, Key=key, ReturnValues="ALL_OLD",
-                              **self._cond(held, "="))
+            old = self._write(
+                self.client.delete_item,
+                v,
+                TableName=self.table,
+                Key=key,
+                ReturnValues="ALL_OLD",
+                **self._cond(held, "="),
+            )
             if isinstance(old, Outcome):
                 continue  # the item changed since we read it: decide again
             if old and fingerprint(from_boto_image(old)) != fp:
@@ -266,8 +304,14 @@ class TargetTable:
         raise TransientApplyError("the item kept changing while it was being deleted; will retry")
 
     def _remember_deleted(self, key: Image, fp: str) -> None:
-        self._call(self.client.update_item, TableName=self.tombstone_table, Key=key, UpdateExpression="ADD #d :d",
-                   ExpressionAttributeNames={"#d": self.deleted_attr}, ExpressionAttributeValues={":d": {"SS": [fp]}})
+        self._call(
+            self.client.update_item,
+            TableName=self.tombstone_table,
+            Key=key,
+            UpdateExpression="ADD #d :d",
+            ExpressionAttributeNames={"#d": self.deleted_attr},
+            ExpressionAttributeValues={":d": {"SS": [fp]}},
+        )
 
     def _write(self, fn: Any, v: str, **kwargs: Any) -> dict[str, Any] | Outcome:
         """A conditional write: the old item (may be empty), or DUPLICATE/STALE if refused."""

@@ -58,14 +58,24 @@ class RequestCounter:
 def phases(k: int) -> dict[str, list[Change]]:
     """k inserts, then a newer version of each, then a delete of each (positions in stream order)."""
     workload = ProfileWorkload(seed=14)
-    plan = {"insert": [Op("INSERT", i, 0) for i in range(k)], "update": [Op("MODIFY", i, 1) for i in range(k)],
-            "delete": [Op("REMOVE", i, 2) for i in range(k)]}
+    plan = {
+        "insert": [Op("INSERT", i, 0) for i in range(k)],
+        "update": [Op("MODIFY", i, 1) for i in range(k)],
+        "delete": [Op("REMOVE", i, 2) for i in range(k)],
+    }
     out, position = {}, 0
     for name, ops in plan.items():
         changes = []
         for op in ops:
-            changes.append(parse_record(workload.record(position, op), key_names=(KEY,), origin=ORIGIN,
-                                        timestamp_attribute=TIMESTAMP, shard_id="bench"))
+            changes.append(
+                parse_record(
+                    workload.record(position, op),
+                    key_names=(KEY,),
+                    origin=ORIGIN,
+                    timestamp_attribute=TIMESTAMP,
+                    shard_id="bench",
+                )
+            )
             position += 1
         out[name] = changes
     return out
@@ -97,20 +107,48 @@ def apply(bench: Bench) -> list[Figure]:
     writes = requests["insert"][0] + requests["update"][0]
     reads = requests["insert"][1] + requests["update"][1]
     detail = {
-        "items": k, "workers": workers,
-        "bridge_puts_per_s": bridge_rate, "raw_puts_per_s": raw_rate,
+        "items": k,
+        "workers": workers,
+        "bridge_puts_per_s": bridge_rate,
+        "raw_puts_per_s": raw_rate,
         **{f"{name}_changes_per_s": k / s for name, s in seconds.items()},
         **{f"{phase}_requests": {"writes": w, "reads": r} for phase, (w, r) in requests.items()},
     }
     return [
-        Figure("apply_vs_raw_ratio", bridge_rate / raw_rate, "ratio", raw_rate, Goal(">=", 0.9), "puts/s",
-               measured=f"{bridge_rate:,.0f} puts/s", detail=detail),
-        Figure("writes_per_change", writes / puts, "writes/change", None, Goal("==", 1.0), detail={
-            "inserts": requests["insert"][0] / k, "updates": requests["update"][0] / k}),
-        Figure("reads_per_change", reads / puts, "reads/change", None, None, detail={
-            "inserts": requests["insert"][1] / k, "updates": requests["update"][1] / k}),
-        Figure("writes_per_delete", requests["delete"][0] / k, "writes/delete", None, None, detail={
-            "reads_per_delete": requests["delete"][1] / k}),
+        Figure(
+            "apply_vs_raw_ratio",
+            bridge_rate / raw_rate,
+            "ratio",
+            raw_rate,
+            Goal(">=", 0.9),
+            "puts/s",
+            measured=f"{bridge_rate:,.0f} puts/s",
+            detail=detail,
+        ),
+        Figure(
+            "writes_per_change",
+            writes / puts,
+            "writes/change",
+            None,
+            Goal("==", 1.0),
+            detail={"inserts": requests["insert"][0] / k, "updates": requests["update"][0] / k},
+        ),
+        Figure(
+            "reads_per_change",
+            reads / puts,
+            "reads/change",
+            None,
+            None,
+            detail={"inserts": requests["insert"][1] / k, "updates": requests["update"][1] / k},
+        ),
+        Figure(
+            "writes_per_delete",
+            requests["delete"][0] / k,
+            "writes/delete",
+            None,
+            None,
+            detail={"reads_per_delete": requests["delete"][1] / k},
+        ),
     ]
 
 
@@ -118,9 +156,13 @@ def _raw_puts(client: Any, table: str, version_attr: str, changes: list[Change],
     def put(change: Change) -> None:
         assert change.new_image is not None
         v = change.version.encode()
-        client.put_item(TableName=table, Item={**to_boto_image(change.new_image), version_attr: {"S": v}},
-                        ConditionExpression="attribute_not_exists(#v) OR #v < :v",
-                        ExpressionAttributeNames={"#v": version_attr}, ExpressionAttributeValues={":v": {"S": v}})
+        client.put_item(
+            TableName=table,
+            Item={**to_boto_image(change.new_image), version_attr: {"S": v}},
+            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
+            ExpressionAttributeNames={"#v": version_attr},
+            ExpressionAttributeValues={":v": {"S": v}},
+        )
 
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -132,9 +174,16 @@ def _bridge_apply(bench: Bench, target: TargetTable, changes: list[Change], work
     """Seconds from start until the applier has applied every change (all queued beforehand)."""
     url = f"memory://bench-apply-{bench.run_id}-{phase}"
     transport = ReliableTransport(open_transport(url, "consume"))
-    transport.publish([OutgoingMessage(encode(Batch(f"{phase}-{i}", ORIGIN, "profiles", 0, tuple(changes[i:i + 500])),
-                                              bench.signer), f"{phase}-{i}", "bench")
-                       for i in range(0, len(changes), 500)])
+    transport.publish(
+        [
+            OutgoingMessage(
+                encode(Batch(f"{phase}-{i}", ORIGIN, "profiles", 0, tuple(changes[i : i + 500])), bench.signer),
+                f"{phase}-{i}",
+                "bench",
+            )
+            for i in range(0, len(changes), 500)
+        ]
+    )
     done = threading.Event()
     count = [0]
     finished = [0.0]
@@ -147,8 +196,15 @@ def _bridge_apply(bench: Bench, target: TargetTable, changes: list[Change], work
                 finished[0] = time.perf_counter()
                 done.set()
 
-    applier = Applier(transport, target, bench.trust, Parker(None, bench.workdir / "quarantine"),
-                      workers=workers, on_applied=on_applied, stop=done)
+    applier = Applier(
+        transport,
+        target,
+        bench.trust,
+        Parker(None, bench.workdir / "quarantine"),
+        workers=workers,
+        on_applied=on_applied,
+        stop=done,
+    )
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -46,8 +46,13 @@ def main(records: int, transport: str, signing_key: str, checkpoint: str, quaran
     dlq = ReliableTransport(open_transport(main_transport.dead_letter_url(), "dlq"))
     store = open_checkpoint_store(checkpoint)
     publisher = Publisher(
-        StreamReader(streams, streams.ARN, store), ReliableTransport(main_transport), Signer.from_file(signing_key),
-        Parker(dlq, Path(quarantine_dir)), table="profiles", key_names=(KEY,), origin="cn-north-1",
+        StreamReader(streams, streams.ARN, store),
+        ReliableTransport(main_transport),
+        Signer.from_file(signing_key),
+        Parker(dlq, Path(quarantine_dir)),
+        table="profiles",
+        key_names=(KEY,),
+        origin="cn-north-1",
         timestamp_attribute=TIMESTAMP,
     )
     started = time.perf_counter()
@@ -56,8 +61,16 @@ def main(records: int, transport: str, signing_key: str, checkpoint: str, quaran
     finally:
         publisher.close()
         store.close()
-    sys.stdout.write(orjson.dumps({"changes": stats.changes, "envelopes": stats.envelopes,
-                                   "seconds": time.perf_counter() - started, "peak_rss_kb": peak_rss_kb()}).decode())
+    sys.stdout.write(
+        orjson.dumps(
+            {
+                "changes": stats.changes,
+                "envelopes": stats.envelopes,
+                "seconds": time.perf_counter() - started,
+                "peak_rss_kb": peak_rss_kb(),
+            }
+        ).decode()
+    )
     sys.stdout.write("\n")
 
 

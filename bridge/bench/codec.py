@@ -34,8 +34,13 @@ def wire_bytes(bench: Bench) -> list[Figure]:
     store = SqliteCheckpointStore(bench.workdir / f"wire-{bench.run_id}.sqlite")
     transport = ReliableTransport(open_transport(f"memory://bench-wire-{bench.run_id}", "publish"))
     publisher = Publisher(
-        StreamReader(streams, streams.ARN, store), transport, bench.signer,
-        Parker(None, bench.workdir / "quarantine"), table=TABLE, key_names=(KEY,), origin=ORIGIN,
+        StreamReader(streams, streams.ARN, store),
+        transport,
+        bench.signer,
+        Parker(None, bench.workdir / "quarantine"),
+        table=TABLE,
+        key_names=(KEY,),
+        origin=ORIGIN,
         timestamp_attribute=TIMESTAMP,
     )
     try:
@@ -49,12 +54,24 @@ def wire_bytes(bench: Bench) -> list[Figure]:
         data, partition_key = seed_b_message(workload.record(position, op))
         seed_b += len(data) + len(partition_key)
     ours, theirs = stats.wire_bytes / stats.changes, seed_b / n
-    return [Figure(
-        "wire_bytes_ratio", ours / theirs, "ratio", theirs, Goal("<=", 0.25), "B/change (Seed B)",
-        measured=f"{ours:.1f} B/change", detail={
-            "changes": stats.changes, "envelopes": stats.envelopes, "bridge_bytes_per_change": ours,
-            "seed_b_bytes_per_change": theirs, "workload": "profiles: 80% inserts, 20% modifies, seed 11",
-        })]
+    return [
+        Figure(
+            "wire_bytes_ratio",
+            ours / theirs,
+            "ratio",
+            theirs,
+            Goal("<=", 0.25),
+            "B/change (Seed B)",
+            measured=f"{ours:.1f} B/change",
+            detail={
+                "changes": stats.changes,
+                "envelopes": stats.envelopes,
+                "bridge_bytes_per_change": ours,
+                "seed_b_bytes_per_change": theirs,
+                "workload": "profiles: 80% inserts, 20% modifies, seed 11",
+            },
+        )
+    ]
 
 
 def change_batches(n: int) -> list[list[Change]]:
@@ -84,11 +101,28 @@ def codec(bench: Bench) -> list[Figure]:
     dec, dec_raw = _decode_rates(bench, envelopes, n, repeats)
     common = {"changes": n, "batch": BATCH, "repeats": repeats, "timing": "best of repeats, interleaved"}
     return [
-        Figure("encode_changes_per_s", enc, "changes/s", enc_raw, Goal(">=", 100_000), "changes/s",
-               detail={**common, "baseline": "orjson.dumps of the built documents + zstd level 3"}),
-        Figure("decode_changes_per_s", dec, "changes/s", dec_raw, Goal(">=", 80_000), "changes/s",
-               detail={**common, "baseline": "zstd decompress + orjson.loads",
-                       "envelope_bytes_per_change": sum(map(len, envelopes)) / n}),
+        Figure(
+            "encode_changes_per_s",
+            enc,
+            "changes/s",
+            enc_raw,
+            Goal(">=", 100_000),
+            "changes/s",
+            detail={**common, "baseline": "orjson.dumps of the built documents + zstd level 3"},
+        ),
+        Figure(
+            "decode_changes_per_s",
+            dec,
+            "changes/s",
+            dec_raw,
+            Goal(">=", 80_000),
+            "changes/s",
+            detail={
+                **common,
+                "baseline": "zstd decompress + orjson.loads",
+                "envelope_bytes_per_change": sum(map(len, envelopes)) / n,
+            },
+        ),
     ]
 
 
@@ -97,13 +131,17 @@ def _encode_rates(bench: Bench, n: int, repeats: int) -> tuple[float, float, lis
     signer = bench.signer
     zstd = zstandard.ZstdCompressor(level=3, write_content_size=True, write_checksum=False)
     # The floor: the same documents, already built, serialised and compressed.
-    docs = [{"changes": [c.to_wire() for c in batch], "created_ms": 0, "id": "x", "origin": ORIGIN,
-             "table": TABLE} for batch in batches]
+    docs = [
+        {"changes": [c.to_wire() for c in batch], "created_ms": 0, "id": "x", "origin": ORIGIN, "table": TABLE}
+        for batch in batches
+    ]
 
     def bridge_encode() -> None:
         for batch in batches:  # what Sender does per envelope
-            encode(Batch(envelope_id_for(ORIGIN, TABLE, batch), ORIGIN, TABLE, int(time.time() * 1000),
-                         tuple(batch)), signer)
+            encode(
+                Batch(envelope_id_for(ORIGIN, TABLE, batch), ORIGIN, TABLE, int(time.time() * 1000), tuple(batch)),
+                signer,
+            )
 
     def raw_encode() -> None:
         for doc in docs:
@@ -120,7 +158,7 @@ def _decode_rates(bench: Bench, envelopes: list[bytes], n: int, repeats: int) ->
     bodies = []
     for envelope in envelopes:
         header = peek(envelope)
-        bodies.append(envelope[header.header_length:header.signed_length])
+        bodies.append(envelope[header.header_length : header.signed_length])
 
     def bridge_decode() -> None:
         for envelope in envelopes:

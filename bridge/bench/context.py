@@ -47,19 +47,46 @@ class Scale:
         return self.name == "quick"
 
 
-QUICK = Scale("quick", wire_changes=5_000, codec_changes=5_000, codec_repeats=3, relay_changes=5_000,
-              relay_repeats=1, per_message=150, source_records=500, source_repeats=1, apply_items=50,
-              lag_seconds=4, lag_rate=30, backlog=5_000, apply_window_s=2)
-FULL = Scale("full", wire_changes=20_000, codec_changes=10_000, codec_repeats=9, relay_changes=100_000,
-             relay_repeats=2, per_message=2_000, source_records=2_000, source_repeats=2, apply_items=500,
-             lag_seconds=20, lag_rate=40, backlog=100_000, apply_window_s=20)
+QUICK = Scale(
+    "quick",
+    wire_changes=5_000,
+    codec_changes=5_000,
+    codec_repeats=3,
+    relay_changes=5_000,
+    relay_repeats=1,
+    per_message=150,
+    source_records=500,
+    source_repeats=1,
+    apply_items=50,
+    lag_seconds=4,
+    lag_rate=30,
+    backlog=5_000,
+    apply_window_s=2,
+)
+FULL = Scale(
+    "full",
+    wire_changes=20_000,
+    codec_changes=10_000,
+    codec_repeats=9,
+    relay_changes=100_000,
+    relay_repeats=2,
+    per_message=2_000,
+    source_records=2_000,
+    source_repeats=2,
+    apply_items=500,
+    lag_seconds=20,
+    lag_rate=40,
+    backlog=100_000,
+    apply_window_s=20,
+)
 
 
 class Bench:
     """Resources for one run, started on first use and released by :meth:`close`."""
 
-    def __init__(self, scale: Scale, workdir: Path, amqp_url: str = DEFAULT_AMQP_URL,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, scale: Scale, workdir: Path, amqp_url: str = DEFAULT_AMQP_URL, console: Console | None = None
+    ) -> None:
         self.scale = scale
         self.workdir = workdir
         self.amqp_url = amqp_url

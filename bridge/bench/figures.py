@@ -28,8 +28,7 @@ STAGES = (
     Stage("wire", ("wire_bytes_ratio",), codec.wire_bytes),
     Stage("relay", ("relay_vs_raw_ratio", "relay_vs_per_message_ratio"), relay.relay),
     Stage("source", ("source_vs_raw_ratio",), source.source),
-    Stage("apply", ("apply_vs_raw_ratio", "writes_per_change", "reads_per_change", "writes_per_delete"),
-          apply.apply),
+    Stage("apply", ("apply_vs_raw_ratio", "writes_per_change", "reads_per_change", "writes_per_delete"), apply.apply),
     Stage("lag", ("lag_p99_s",), lag.lag),
     Stage("memory", ("peak_rss_mb",), memory.peak_rss),
 )
@@ -41,8 +40,10 @@ def select(names: Iterable[str] | None) -> list[tuple[Stage, tuple[str, ...]]]:
     wanted = set(names or ())
     unknown = sorted(wanted - set(KEYS) - {s.name for s in STAGES})
     if unknown:
-        raise ConfigError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
-                          f" (or a stage: {', '.join(s.name for s in STAGES)})")
+        raise ConfigError(
+            f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
+            f" (or a stage: {', '.join(s.name for s in STAGES)})"
+        )
     chosen = []
     for stage in STAGES:
         keys = stage.keys if not wanted or stage.name in wanted else tuple(k for k in stage.keys if k in wanted)

@@ -36,15 +36,28 @@ def lag(bench: Bench) -> list[Figure]:
     src = bench.aws("source", SOURCE_REGION).client("dynamodb")
     dst_endpoint = bench.emulator("target")
     create_table(src, table, key_schema=KEY_SCHEMA, attributes=ATTRIBUTES)
-    create_table(bench.aws("target", TARGET_REGION).client("dynamodb"), table, stream=False,
-                 key_schema=KEY_SCHEMA, attributes=ATTRIBUTES)
+    create_table(
+        bench.aws("target", TARGET_REGION).client("dynamodb"),
+        table,
+        stream=False,
+        key_schema=KEY_SCHEMA,
+        attributes=ATTRIBUTES,
+    )
     private, public = bench.key_files
     transport = bench.queue_url(bench.queue("lag"))
     common: dict[str, Any] = {"transport": transport, "quarantine_dir": bench.workdir / "quarantine"}
-    publisher = build_publisher(PublishConfig(
-        source_table=table, source_region=SOURCE_REGION, source_endpoint=bench.emulator("source"),
-        signing_key=private, checkpoint=str(bench.workdir / "lag.sqlite"), timestamp_attribute=TIMESTAMP,
-        **common), threading.Event())
+    publisher = build_publisher(
+        PublishConfig(
+            source_table=table,
+            source_region=SOURCE_REGION,
+            source_endpoint=bench.emulator("source"),
+            signing_key=private,
+            checkpoint=str(bench.workdir / "lag.sqlite"),
+            timestamp_attribute=TIMESTAMP,
+            **common,
+        ),
+        threading.Event(),
+    )
     lags: list[float] = []
     done = threading.Event()
 
@@ -54,9 +67,13 @@ def lag(bench: Bench) -> list[Figure]:
             if len(lags) >= n:
                 done.set()
 
-    applier = build_applier(ApplyConfig(
-        target_table=table, target_region=TARGET_REGION, target_endpoint=dst_endpoint, trusted_keys=public,
-        **common), threading.Event(), on_applied=on_applied)
+    applier = build_applier(
+        ApplyConfig(
+            target_table=table, target_region=TARGET_REGION, target_endpoint=dst_endpoint, trusted_keys=public, **common
+        ),
+        threading.Event(),
+        on_applied=on_applied,
+    )
     errors: list[BaseException] = []
 
     def guarded(fn: Any) -> Any:
@@ -66,10 +83,13 @@ def lag(bench: Bench) -> list[Figure]:
             except BaseException as exc:  # raised below
                 errors.append(exc)
                 done.set()
+
         return run
 
-    threads = [threading.Thread(target=guarded(publisher.run), name="bench-publish"),
-               threading.Thread(target=guarded(applier.run), name="bench-apply")]
+    threads = [
+        threading.Thread(target=guarded(publisher.run), name="bench-publish"),
+        threading.Thread(target=guarded(applier.run), name="bench-apply"),
+    ]
     for thread in threads:
         thread.start()
     bench.say(f"lag: writing {n:,} profiles at {rate:g}/s, replicating over RabbitMQ")
@@ -93,10 +113,25 @@ def lag(bench: Bench) -> list[Figure]:
     if len(lags) < n:
         raise BridgeError(f"lag figure: only {len(lags)} of {n} writes reached the target in time")
     p99 = _percentile(lags, 99)
-    return [Figure("lag_p99_s", p99, "s", None, Goal("<=", 1.0), detail={
-        "writes": n, "target_rate_per_s": rate, "achieved_rate_per_s": n / written_in,
-        "p50_s": _percentile(lags, 50), "p90_s": _percentile(lags, 90), "max_s": max(lags),
-        "transport": "RabbitMQ", "emulators": "one moto server per region"})]
+    return [
+        Figure(
+            "lag_p99_s",
+            p99,
+            "s",
+            None,
+            Goal("<=", 1.0),
+            detail={
+                "writes": n,
+                "target_rate_per_s": rate,
+                "achieved_rate_per_s": n / written_in,
+                "p50_s": _percentile(lags, 50),
+                "p90_s": _percentile(lags, 90),
+                "max_s": max(lags),
+                "transport": "RabbitMQ",
+                "emulators": "one moto server per region",
+            },
+        )
+    ]
 
 
 def _percentile(values: list[float], pct: int) -> float:

@@ -41,10 +41,25 @@ def peak_rss(bench: Bench) -> list[Figure]:
     log = bench.workdir / "memory.log"
     bench.say(f"memory: bridge-publish's publisher, a {backlog:,}-record backlog -> RabbitMQ")
     done = subprocess.run(
-        [sys.executable, "-m", "bridge.bench.backlog", "--records", str(backlog), "--transport", url,
-         "--signing-key", str(private), "--checkpoint", str(bench.workdir / "backlog.sqlite"),
-         "--quarantine-dir", str(bench.workdir / "quarantine")],
-        capture_output=True, timeout=_PUBLISH_TIMEOUT_S, check=False)
+        [
+            sys.executable,
+            "-m",
+            "bridge.bench.backlog",
+            "--records",
+            str(backlog),
+            "--transport",
+            url,
+            "--signing-key",
+            str(private),
+            "--checkpoint",
+            str(bench.workdir / "backlog.sqlite"),
+            "--quarantine-dir",
+            str(bench.workdir / "quarantine"),
+        ],
+        capture_output=True,
+        timeout=_PUBLISH_TIMEOUT_S,
+        check=False,
+    )
     if done.returncode != 0:
         raise BridgeError(f"memory figure: the publisher exited {done.returncode}: {done.stderr.decode()[-2000:]}")
     published = orjson.loads(done.stdout.splitlines()[-1])
@@ -58,18 +73,48 @@ def peak_rss(bench: Bench) -> list[Figure]:
     applied = target.scan(TableName=table, Select="COUNT")["Count"]  # one page is plenty here
     floor_kb = _import_floor()
     publish_mb, apply_mb = published["peak_rss_kb"] / 1024, apply_kb / 1024
-    return [Figure("peak_rss_mb", max(publish_mb, apply_mb), "MB", floor_kb / 1024, Goal("<=", 150), "MB",
-                   detail={"publish_peak_rss_mb": publish_mb, "apply_peak_rss_mb": apply_mb,
-                           "backlog_changes": backlog, "publish_seconds": published["seconds"],
-                           "apply_window_s": window, "applied_in_window": applied,
-                           "baseline": "python importing bridge.cli.publish and bridge.cli.apply",
-                           "publish_source": "scripted one-shard stream (bridge.bench.workloads.BacklogStreams)"})]
+    return [
+        Figure(
+            "peak_rss_mb",
+            max(publish_mb, apply_mb),
+            "MB",
+            floor_kb / 1024,
+            Goal("<=", 150),
+            "MB",
+            detail={
+                "publish_peak_rss_mb": publish_mb,
+                "apply_peak_rss_mb": apply_mb,
+                "backlog_changes": backlog,
+                "publish_seconds": published["seconds"],
+                "apply_window_s": window,
+                "applied_in_window": applied,
+                "baseline": "python importing bridge.cli.publish and bridge.cli.apply",
+                "publish_source": "scripted one-shard stream (bridge.bench.workloads.BacklogStreams)",
+            },
+        )
+    ]
 
 
 def _sample_apply(bench: Bench, table: str, url: str, public: Path, log: Path, window: float) -> int:
-    args = [sys.executable, "-m", "bridge.cli.apply", "--target-table", table, "--target-region", TARGET_REGION,
-            "--target-endpoint", bench.emulator("target"), "--transport", url, "--trusted-keys", str(public),
-            "--quarantine-dir", str(bench.workdir / "quarantine"), "--log-level", "WARNING"]
+    args = [
+        sys.executable,
+        "-m",
+        "bridge.cli.apply",
+        "--target-table",
+        table,
+        "--target-region",
+        TARGET_REGION,
+        "--target-endpoint",
+        bench.emulator("target"),
+        "--transport",
+        url,
+        "--trusted-keys",
+        str(public),
+        "--quarantine-dir",
+        str(bench.workdir / "quarantine"),
+        "--log-level",
+        "WARNING",
+    ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     peak = 0
@@ -96,13 +141,14 @@ def _sample_apply(bench: Bench, table: str, url: str, public: Path, log: Path, w
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     if proc.returncode not in (-signal.SIGKILL, None) or not peak:
-        raise BridgeError(f"memory figure: bridge-apply exited {proc.returncode}; see {log}: "
-                          f"{log.read_text()[-2000:]}")
+        raise BridgeError(f"memory figure: bridge-apply exited {proc.returncode}; see {log}: {log.read_text()[-2000:]}")
     return peak
 
 
 def _import_floor() -> int:
-    code = ("import bridge.cli.publish, bridge.cli.apply, bridge_amqp; from bridge.bench.backlog import peak_rss_kb;"
-            " print(peak_rss_kb())")
+    code = (
+        "import bridge.cli.publish, bridge.cli.apply, bridge_amqp; from bridge.bench.backlog import peak_rss_kb;"
+        " print(peak_rss_kb())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60)
     return int(out.stdout)

@@ -49,8 +49,10 @@ def relay(bench: Bench) -> list[Figure]:
         ("bridge", _bridge_producer, _bridge_consumer, bodies, (seed, sizes, True)),
     ] * bench.scale.relay_repeats  # alternating; the best run of each counts
     if not bench.scale.quick:  # where the time goes: without decoding, and with encoding
-        plan += [("bridge_transport_only", _bridge_producer, _bridge_consumer, bodies, (seed, sizes, False)),
-                 ("bridge_with_encode", _bridge_encoding_producer, _bridge_consumer, (n, seed), (seed, sizes, True))]
+        plan += [
+            ("bridge_transport_only", _bridge_producer, _bridge_consumer, bodies, (seed, sizes, False)),
+            ("bridge_with_encode", _bridge_encoding_producer, _bridge_consumer, (n, seed), (seed, sizes, True)),
+        ]
     runs: dict[str, Run] = {}
     for i, (name, producer, consumer, produce, consume) in enumerate(plan):
         bench.say(f"relay: {name}, {n:,} changes in {len(bodies)} envelopes")
@@ -63,15 +65,35 @@ def relay(bench: Bench) -> list[Figure]:
     bench.say(f"relay: one change per message with a confirm each, {m:,} messages")
     runs["per_message"] = _run(bench, "per-message", _raw_producer, _raw_consumer, messages, [1] * m, m)
     bridge, raw, per_message = runs["bridge"].rate, runs["raw"].rate, runs["per_message"].rate
-    detail = {"changes": n, "envelopes": len(bodies), "per_message_messages": m,
-              "envelope_kib": round(sum(map(len, bodies)) / len(bodies) / 1024, 1),
-              "runs": {name: run.as_detail() for name, run in runs.items()},
-              "timing": "rate: first delivery to last, at the consumer; _s: from the common start"}
+    detail = {
+        "changes": n,
+        "envelopes": len(bodies),
+        "per_message_messages": m,
+        "envelope_kib": round(sum(map(len, bodies)) / len(bodies) / 1024, 1),
+        "runs": {name: run.as_detail() for name, run in runs.items()},
+        "timing": "rate: first delivery to last, at the consumer; _s: from the common start",
+    }
     return [
-        Figure("relay_vs_raw_ratio", bridge / raw, "ratio", raw, Goal(">=", 0.8), "changes/s",
-               measured=f"{bridge:,.0f} changes/s", detail=detail),
-        Figure("relay_vs_per_message_ratio", bridge / per_message, "ratio", per_message, Goal(">=", 20),
-               "changes/s", measured=f"{bridge:,.0f} changes/s", detail=detail),
+        Figure(
+            "relay_vs_raw_ratio",
+            bridge / raw,
+            "ratio",
+            raw,
+            Goal(">=", 0.8),
+            "changes/s",
+            measured=f"{bridge:,.0f} changes/s",
+            detail=detail,
+        ),
+        Figure(
+            "relay_vs_per_message_ratio",
+            bridge / per_message,
+            "ratio",
+            per_message,
+            Goal(">=", 20),
+            "changes/s",
+            measured=f"{bridge:,.0f} changes/s",
+            detail=detail,
+        ),
     ]
 
 
@@ -85,8 +107,15 @@ class Run:
         return {"changes_per_s": self.rate, "producer_s": self.producer_s, "consumer_s": self.consumer_s}
 
 
-def _run(bench: Bench, name: str, producer: Callable[..., None], consumer: Callable[..., None],
-         produce: Any, consume: Any, changes: int) -> Run:
+def _run(
+    bench: Bench,
+    name: str,
+    producer: Callable[..., None],
+    consumer: Callable[..., None],
+    produce: Any,
+    consume: Any,
+    changes: int,
+) -> Run:
     """One relay run; the rate counts from the first delivery to the last, at the consumer.
 
     Timing from the first delivery leaves out what differs only in start-up (the bridge
@@ -95,8 +124,10 @@ def _run(bench: Bench, name: str, producer: Callable[..., None], consumer: Calla
     ctx = multiprocessing.get_context("spawn")  # no inherited threads, locks or sockets
     url = bench.queue_url(bench.queue(f"relay-{name}"))
     ready, go, results = ctx.Barrier(3), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=consumer, args=(url, changes, consume, ready, go, results), daemon=True),
-             ctx.Process(target=producer, args=(url, produce, ready, go, results), daemon=True)]
+    procs = [
+        ctx.Process(target=consumer, args=(url, changes, consume, ready, go, results), daemon=True),
+        ctx.Process(target=producer, args=(url, produce, ready, go, results), daemon=True),
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -171,8 +202,9 @@ def _bridge_encoding_producer(url: str, produce: tuple[int, bytes], ready: Any, 
         n, seed = produce
         batches = change_batches(n)
         quarantine = Path(tempfile.gettempdir()) / "bridge-bench-quarantine"  # used only if a change is oversize
-        sender = Sender(_bridge_transport(url), Signer.from_seed(seed), Parker(None, quarantine), origin=ORIGIN,
-                        table=TABLE)
+        sender = Sender(
+            _bridge_transport(url), Signer.from_seed(seed), Parker(None, quarantine), origin=ORIGIN, table=TABLE
+        )
         ready.wait(_START_TIMEOUT_S)
         go.wait(_START_TIMEOUT_S)
         for batch in batches:
@@ -183,8 +215,9 @@ def _bridge_encoding_producer(url: str, produce: tuple[int, bytes], ready: Any, 
     _guard("producer", results, run)
 
 
-def _bridge_consumer(url: str, changes: int, consume: tuple[bytes, list[int], bool], ready: Any, go: Any,
-                     results: Any) -> None:
+def _bridge_consumer(
+    url: str, changes: int, consume: tuple[bytes, list[int], bool], ready: Any, go: Any, results: Any
+) -> None:
     from bridge.envelope import Signer, TrustStore, decode
 
     def run() -> tuple[float, float, int]:
@@ -215,7 +248,8 @@ def _kombu(url: str) -> tuple[Any, Any]:
 
     base, _, queue = url.partition("?queue=")
     conn: Any = Connection(  # type: ignore[no-untyped-call]
-        base, transport="pyamqp", transport_options={"confirm_publish": True})
+        base, transport="pyamqp", transport_options={"confirm_publish": True}
+    )
     conn.ensure_connection(max_retries=3)
     return conn, Queue(queue, durable=True, auto_delete=False)  # type: ignore[no-untyped-call]
 
@@ -229,12 +263,18 @@ def _raw_producer(url: str, bodies: list[bytes], ready: Any, go: Any, results: A
         channel = conn.channel()
         queue(channel).declare()
         producer: Any = Producer(  # type: ignore[no-untyped-call]
-            channel, exchange=Exchange(""), routing_key=queue.name)  # type: ignore[no-untyped-call]
+            channel, exchange=Exchange(""), routing_key=queue.name
+        )  # type: ignore[no-untyped-call]
         ready.wait(_START_TIMEOUT_S)
         go.wait(_START_TIMEOUT_S)
         for body in bodies:  # confirm_publish: each publish returns once the broker confirmed it
-            producer.publish(body, delivery_mode=2, content_type="application/octet-stream",
-                             content_encoding="binary", mandatory=True)
+            producer.publish(
+                body,
+                delivery_mode=2,
+                content_type="application/octet-stream",
+                content_encoding="binary",
+                mandatory=True,
+            )
         conn.release()
         return time.time()
 
@@ -258,7 +298,8 @@ def _raw_consumer(url: str, changes: int, sizes: list[int], ready: Any, go: Any,
             state["changes"] += sizes[int(state["messages"]) - 1]
 
         consumer: Any = Consumer(  # type: ignore[no-untyped-call]
-            channel, queues=[queue], on_message=on_message, prefetch_count=PREFETCH)
+            channel, queues=[queue], on_message=on_message, prefetch_count=PREFETCH
+        )
         ready.wait(_START_TIMEOUT_S)
         go.wait(_START_TIMEOUT_S)
         with consumer:

@@ -99,8 +99,9 @@ def render(figures: Sequence[Figure], console: Console, caption: str = "") -> No
         if f.measured:
             value += f" ({f.measured})"
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[f.met]
-        table.add_row(f.key, value, _show(f.baseline, f.baseline_unit), _show(f.ratio),
-                      str(f.goal) if f.goal else "-", met)
+        table.add_row(
+            f.key, value, _show(f.baseline, f.baseline_unit), _show(f.ratio), str(f.goal) if f.goal else "-", met
+        )
     console.print(table)
 
 

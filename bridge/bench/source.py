@@ -48,22 +48,39 @@ def source(bench: Bench) -> list[Figure]:
     streams, arn = fill_stream(bench, table, n, ProfileWorkload(seed=13))
     raw_best, bridge_best = float("inf"), float("inf")
     for attempt in range(bench.scale.source_repeats):
-        bench.say(f"source: bare GetRecords loop, then bridge-publish's read path ({attempt + 1}/"
-                  f"{bench.scale.source_repeats})")
+        bench.say(
+            f"source: bare GetRecords loop, then bridge-publish's read path ({attempt + 1}/"
+            f"{bench.scale.source_repeats})"
+        )
         raw_best = min(raw_best, _bare_loop(streams, arn, n))
         bridge_best = min(bridge_best, _bridge_read(bench, streams, arn, n, attempt))
     raw, ours = n / raw_best, n / bridge_best
-    return [Figure("source_vs_raw_ratio", ours / raw, "ratio", raw, Goal(">=", 0.9), "records/s",
-                   measured=f"{ours:,.0f} records/s", detail={
-                       "records": n, "repeats": bench.scale.source_repeats, "bridge_records_per_s": ours,
-                       "raw_records_per_s": raw, "emulator": "moto server, one process, loopback"})]
+    return [
+        Figure(
+            "source_vs_raw_ratio",
+            ours / raw,
+            "ratio",
+            raw,
+            Goal(">=", 0.9),
+            "records/s",
+            measured=f"{ours:,.0f} records/s",
+            detail={
+                "records": n,
+                "repeats": bench.scale.source_repeats,
+                "bridge_records_per_s": ours,
+                "raw_records_per_s": raw,
+                "emulator": "moto server, one process, loopback",
+            },
+        )
+    ]
 
 
 def _bare_loop(streams: Any, arn: str, n: int) -> float:
     started = time.perf_counter()
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
-                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+        "ShardIterator"
+    ]
     got = 0
     while got < n:
         response = streams.get_records(ShardIterator=iterator, Limit=1000)
@@ -78,9 +95,15 @@ def _bridge_read(bench: Bench, streams: Any, arn: str, n: int, attempt: int) -> 
     url = f"memory://bench-source-{bench.run_id}-{attempt}"
     stop = threading.Event()
     publisher = Publisher(
-        StreamReader(streams, arn, store), ReliableTransport(open_transport(url, "publish")), bench.signer,
-        Parker(None, bench.workdir / "quarantine"), table=bench.table_name("source"), key_names=(KEY,),
-        origin=REGION, timestamp_attribute=TIMESTAMP, stop=stop,
+        StreamReader(streams, arn, store),
+        ReliableTransport(open_transport(url, "publish")),
+        bench.signer,
+        Parker(None, bench.workdir / "quarantine"),
+        table=bench.table_name("source"),
+        key_names=(KEY,),
+        origin=REGION,
+        timestamp_attribute=TIMESTAMP,
+        stop=stop,
     )
     errors: list[BaseException] = []
 

@@ -28,13 +28,67 @@ ATTRIBUTES = ({"AttributeName": KEY, "AttributeType": "S"},)
 START = dt.datetime(2024, 5, 20, 8, 0, tzinfo=dt.timezone.utc)
 FIRST_SEQ = 10**20  # 21 digits, as DynamoDB's
 
-_FIRST = ("Wei", "Fang", "Lei", "Jing", "Min", "Hao", "Emma", "Liam", "Olivia", "Noah", "Ava", "Mateo",
-          "Sofia", "Yuki", "Aarav", "Chloe", "Lucas", "Mia", "Ivan", "Zara", "Omar", "Lena", "Tom", "Ana")
-_LAST = ("Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Smith", "Garcia", "Müller", "Kim", "Sato", "Silva",
-         "Brown", "Nguyen", "Rossi", "Novak", "Khan", "Cohen", "Dubois", "Jensen")
+_FIRST = (
+    "Wei",
+    "Fang",
+    "Lei",
+    "Jing",
+    "Min",
+    "Hao",
+    "Emma",
+    "Liam",
+    "Olivia",
+    "Noah",
+    "Ava",
+    "Mateo",
+    "Sofia",
+    "Yuki",
+    "Aarav",
+    "Chloe",
+    "Lucas",
+    "Mia",
+    "Ivan",
+    "Zara",
+    "Omar",
+    "Lena",
+    "Tom",
+    "Ana",
+)
+_LAST = (
+    "Wang",
+    "Li",
+    "Zhang",
+    "Liu",
+    "Chen",
+    "Yang",
+    "Smith",
+    "Garcia",
+    "Müller",
+    "Kim",
+    "Sato",
+    "Silva",
+    "Brown",
+    "Nguyen",
+    "Rossi",
+    "Novak",
+    "Khan",
+    "Cohen",
+    "Dubois",
+    "Jensen",
+)
 _DOMAINS = ("example.com", "mail.example.cn", "corp.example.org", "example.net")
-_CITIES = (("Beijing", "CN"), ("Shanghai", "CN"), ("Ningxia", "CN"), ("Seattle", "US"), ("Dublin", "IE"),
-           ("Frankfurt", "DE"), ("Tokyo", "JP"), ("Singapore", "SG"), ("São Paulo", "BR"), ("Sydney", "AU"))
+_CITIES = (
+    ("Beijing", "CN"),
+    ("Shanghai", "CN"),
+    ("Ningxia", "CN"),
+    ("Seattle", "US"),
+    ("Dublin", "IE"),
+    ("Frankfurt", "DE"),
+    ("Tokyo", "JP"),
+    ("Singapore", "SG"),
+    ("São Paulo", "BR"),
+    ("Sydney", "AU"),
+)
 _STREETS = ("Main St", "Chang'an Ave", "Harbour Rd", "Station Sq", "Park Lane", "Nanjing Rd", "Pine St")
 _COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Tyrell")
 _TITLES = ("engineer", "analyst", "manager", "designer", "director", "consultant", "operator")
@@ -59,8 +113,9 @@ class ProfileWorkload:
     changed), ``delete_ratio`` delete one; the rest insert a new profile.
     """
 
-    def __init__(self, seed: int = 7, region: str = "cn-north-1", modify_ratio: float = 0.2,
-                 delete_ratio: float = 0.0) -> None:
+    def __init__(
+        self, seed: int = 7, region: str = "cn-north-1", modify_ratio: float = 0.2, delete_ratio: float = 0.0
+    ) -> None:
         self.seed = seed
         self.region = region
         self.modify_ratio = modify_ratio
@@ -133,16 +188,26 @@ class ProfileWorkload:
             ddb["OldImage"] = self.item(op.index, max(0, op.version - 1))
         if op.kind != "REMOVE":
             ddb["NewImage"] = new
-        return {"eventID": f"{seq:032x}", "eventName": op.kind, "eventVersion": "1.1",
-                "eventSource": "aws:dynamodb", "awsRegion": self.region, "dynamodb": ddb}
+        return {
+            "eventID": f"{seq:032x}",
+            "eventName": op.kind,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": self.region,
+            "dynamodb": ddb,
+        }
 
     def records(self, n: int, start: int = 0) -> list[dict[str, Any]]:
         return [self.record(start + i, op) for i, op in enumerate(self.ops(n, start))]
 
     def changes(self, n: int, start: int = 0, origin: str | None = None) -> list[Change]:
         """The changes bridge-publish makes of those records (parsed exactly as it parses them)."""
-        return [parse_record(r, key_names=(KEY,), origin=origin or self.region, timestamp_attribute=TIMESTAMP,
-                             shard_id=SHARD_ID) for r in self.records(n, start)]
+        return [
+            parse_record(
+                r, key_names=(KEY,), origin=origin or self.region, timestamp_attribute=TIMESTAMP, shard_id=SHARD_ID
+            )
+            for r in self.records(n, start)
+        ]
 
 
 SHARD_ID = "shardId-00000001716192000000-bench0001"
@@ -175,13 +240,25 @@ class BacklogStreams:
         self.n = n
 
     def describe_stream(self, *, StreamArn: str, **_: Any) -> dict[str, Any]:
-        shard = {"ShardId": SHARD_ID, "SequenceNumberRange": {
-            "StartingSequenceNumber": str(FIRST_SEQ), "EndingSequenceNumber": str(FIRST_SEQ + self.n - 1)}}
-        return {"StreamDescription": {"StreamArn": StreamArn, "StreamStatus": "ENABLED",
-                                      "StreamViewType": "NEW_AND_OLD_IMAGES", "Shards": [shard]}}
+        shard = {
+            "ShardId": SHARD_ID,
+            "SequenceNumberRange": {
+                "StartingSequenceNumber": str(FIRST_SEQ),
+                "EndingSequenceNumber": str(FIRST_SEQ + self.n - 1),
+            },
+        }
+        return {
+            "StreamDescription": {
+                "StreamArn": StreamArn,
+                "StreamStatus": "ENABLED",
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+                "Shards": [shard],
+            }
+        }
 
-    def get_shard_iterator(self, *, ShardIteratorType: str, SequenceNumber: str | None = None,
-                           **_: Any) -> dict[str, Any]:
+    def get_shard_iterator(
+        self, *, ShardIteratorType: str, SequenceNumber: str | None = None, **_: Any
+    ) -> dict[str, Any]:
         position = 0
         if ShardIteratorType == "AFTER_SEQUENCE_NUMBER" and SequenceNumber is not None:
             position = int(SequenceNumber) - FIRST_SEQ + 1

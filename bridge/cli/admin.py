@@ -25,8 +25,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="directory for bridge.key (0600) and bridge.pub")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="directory for bridge.key (0600) and bridge.pub",
+)
 @handled
 def keygen(out_dir: str) -> None:
     """Create an Ed25519 signing key pair for bridge-publish."""
@@ -43,16 +48,18 @@ def keygen(out_dir: str) -> None:
 @click.option("--transport", help="transport URL (default: RabbitMQ on 127.0.0.1:5672 if it answers, else memory)")
 @click.option("--seed", default=7, show_default=True, help="workload seed")
 @click.option("--rate", default=50.0, show_default=True, help="source writes per second (0: as fast as possible)")
-@click.option("--bidirectional", is_flag=True,
-              help="active-active: both regions write the same keys and converge (--transport may hold {region})")
+@click.option(
+    "--bidirectional",
+    is_flag=True,
+    help="active-active: both regions write the same keys and converge (--transport may hold {region})",
+)
 @handled
 def demo(changes: int, transport: str | None, seed: int, rate: float, bidirectional: bool) -> None:
     """Replicate a table between two emulated regions and check they end identical."""
     if bidirectional:
         from bridge.demo_active import run_bidirectional_demo
 
-        result = run_bidirectional_demo(changes=min(changes, 200), transport=transport, seed=seed,
-                                        rate=min(rate, 20.0))
+        result = run_bidirectional_demo(changes=min(changes, 200), transport=transport, seed=seed, rate=min(rate, 20.0))
         sys.exit(0 if result.identical else 1)
     from bridge.demo import run_demo
 

@@ -19,8 +19,13 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the figures as JSON")
 @click.option("--quick", is_flag=True, help="small sizes (about a minute): proves the bench runs; rough numbers")
 @click.option("--only", help="comma-separated figures (JSON keys) or stages to run, e.g. codec,lag_p99_s")
-@click.option("--amqp-url", envvar="BRIDGE_AMQP_URL", default=DEFAULT_AMQP_URL, show_default=True,
-              help="RabbitMQ for the relay, lag and memory figures (vhost included, no queue)")
+@click.option(
+    "--amqp-url",
+    envvar="BRIDGE_AMQP_URL",
+    default=DEFAULT_AMQP_URL,
+    show_default=True,
+    help="RabbitMQ for the relay, lag and memory figures (vhost included, no queue)",
+)
 @handled
 def bench(json_path: str | None, quick: bool, only: str | None, amqp_url: str) -> None:
     """Measure throughput, wire size, lag and memory, each against a raw baseline from the same run."""
@@ -35,12 +40,16 @@ def bench(json_path: str | None, quick: bool, only: str | None, amqp_url: str) -
     console = Console(stderr=True)
     load_before = os.getloadavg()[0]
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp, \
-            Bench(QUICK if quick else FULL, Path(tmp), amqp_url, console) as session:
+    with (
+        tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp,
+        Bench(QUICK if quick else FULL, Path(tmp), amqp_url, console) as session,
+    ):
         figures = run(session, names)
     elapsed = time.monotonic() - started
-    caption = (f"{'quick' if quick else 'full'} run, {elapsed:.0f} s; {machine()}; "
-               f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    caption = (
+        f"{'quick' if quick else 'full'} run, {elapsed:.0f} s; {machine()}; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
     out = Console()
     render(figures, out if out.is_terminal else Console(width=150), caption)
     if json_path:

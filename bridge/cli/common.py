@@ -37,8 +37,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "message": record.getMessage()}
+        doc = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(doc).decode()
@@ -46,8 +50,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str, json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Third-party debug logs can carry request bodies (item contents): keep them quiet.
     for noisy in ("botocore", "boto3", "urllib3", "amqp", "kombu"):
@@ -75,8 +80,9 @@ def aws_side_options(side: str) -> Callable[[F], F]:
         click.option(f"--{side}-proxy", help=f"HTTP(S) proxy URL for the {side} side's AWS calls"),
         click.option(f"--{side}-ssm-access-key-param", help=f"SSM parameter holding the {side} side's access key id"),
         click.option(f"--{side}-ssm-secret-key-param", help=f"SSM parameter holding the {side} side's secret key"),
-        click.option(f"--{side}-ssm-region",
-                     help="region of those SSM parameters (read with this machine's credentials)"),
+        click.option(
+            f"--{side}-ssm-region", help="region of those SSM parameters (read with this machine's credentials)"
+        ),
         click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)"),
         click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)"),
         click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)"),
@@ -91,16 +97,20 @@ def aws_side_options(side: str) -> Callable[[F], F]:
 
 
 def common_options(fn: F) -> F:
-    for option in reversed([
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file"),
-        click.option("--transport", help="transport URL (amqp://..., memory://...)"),
-        click.option("--dead-letter", help="dead-letter transport URL (default: <queue>.dlq)"),
-        click.option("--quarantine-dir", type=click.Path(file_okay=False),
-                     help="local directory for failures the DLQ refused"),
-        click.option("--until-idle", type=float, help="exit 0 once nothing new arrived for SECONDS"),
-        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                                                       case_sensitive=False)),
-        click.option("--log-json/--log-text", default=None, help="log one JSON object per line"),
-    ]):
+    for option in reversed(
+        [
+            click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file"),
+            click.option("--transport", help="transport URL (amqp://..., memory://...)"),
+            click.option("--dead-letter", help="dead-letter transport URL (default: <queue>.dlq)"),
+            click.option(
+                "--quarantine-dir",
+                type=click.Path(file_okay=False),
+                help="local directory for failures the DLQ refused",
+            ),
+            click.option("--until-idle", type=float, help="exit 0 once nothing new arrived for SECONDS"),
+            click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+            click.option("--log-json/--log-text", default=None, help="log one JSON object per line"),
+        ]
+    ):
         fn = option(fn)
     return fn

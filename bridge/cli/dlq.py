@@ -65,15 +65,17 @@ class Filters:
     def match(self, record: FailureRecord, now: float) -> bool:
         age = now - record.first_failed_at
         error = (self.error or "").lower()
-        return all((
-            not self.states or record.state.value in self.states,
-            not self.kinds or record.kind.value in self.kinds,
-            not self.ids or record.id in self.ids,
-            not error or error == record.error.lower() or error in record.message.lower(),
-            self.older_than is None or age >= self.older_than,
-            self.newer_than is None or age <= self.newer_than,
-            self.table is None or record.table == self.table,
-        ))
+        return all(
+            (
+                not self.states or record.state.value in self.states,
+                not self.kinds or record.kind.value in self.kinds,
+                not self.ids or record.id in self.ids,
+                not error or error == record.error.lower() or error in record.message.lower(),
+                self.older_than is None or age >= self.older_than,
+                self.newer_than is None or age <= self.newer_than,
+                self.table is None or record.table == self.table,
+            )
+        )
 
     def queues(self) -> tuple[bool, bool]:
         """Which of (retry queue, parked queue) can hold a matching record."""
@@ -96,8 +98,9 @@ class Held:
 class Browser:
     """Reads dead-letter queues whole and holds every delivery until :meth:`close`."""
 
-    def __init__(self, dlq: TransportURL, limit: int, retry: bool = True, parked: bool = True,
-                 wait: float = 2.0) -> None:
+    def __init__(
+        self, dlq: TransportURL, limit: int, retry: bool = True, parked: bool = True, wait: float = 2.0
+    ) -> None:
         from bridge.plugins import open_transport
 
         self.limit = limit
@@ -170,33 +173,70 @@ def dlq_url(dlq: str | None, config_file: str | None) -> TransportURL:
 
 
 def common(fn: F) -> F:
-    for option in reversed([
-        click.option("--dlq", "dlq", metavar="URL", help="retry queue URL (default: from --config); the parked"
-                     " queue beside it (NAME.parked) is read too"),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="apply config (YAML)"),
-        click.option("--state", "states", multiple=True,
-                     type=click.Choice([s.value for s in State]), help="only records in this state (repeatable)"),
-        click.option("--error", help="only records whose error class is this, or whose message contains it"),
-        click.option("--older-than", type=Age(), help="only records that first failed longer ago than AGE (2h)"),
-        click.option("--newer-than", type=Age(), help="only records that first failed within AGE"),
-        click.option("--table", help="only records from this source table"),
-        click.option("--kind", "kinds", multiple=True, type=click.Choice([k.value for k in Kind]),
-                     help="only records of this kind (repeatable)"),
-        click.option("--id", "ids", multiple=True, help="only the record with this id (repeatable)"),
-        click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True,
-                     help="records read per queue"),
-        click.option("--wait", type=click.FloatRange(0.01, 60), default=2.0, show_default=True,
-                     help="seconds to wait for a queue's first record (an empty queue costs this much)"),
-        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-                     default="WARNING", show_default=True),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--dlq",
+                "dlq",
+                metavar="URL",
+                help="retry queue URL (default: from --config); the parked queue beside it (NAME.parked) is read too",
+            ),
+            click.option("--config", "config_file", type=click.Path(dir_okay=False), help="apply config (YAML)"),
+            click.option(
+                "--state",
+                "states",
+                multiple=True,
+                type=click.Choice([s.value for s in State]),
+                help="only records in this state (repeatable)",
+            ),
+            click.option("--error", help="only records whose error class is this, or whose message contains it"),
+            click.option("--older-than", type=Age(), help="only records that first failed longer ago than AGE (2h)"),
+            click.option("--newer-than", type=Age(), help="only records that first failed within AGE"),
+            click.option("--table", help="only records from this source table"),
+            click.option(
+                "--kind",
+                "kinds",
+                multiple=True,
+                type=click.Choice([k.value for k in Kind]),
+                help="only records of this kind (repeatable)",
+            ),
+            click.option("--id", "ids", multiple=True, help="only the record with this id (repeatable)"),
+            click.option(
+                "--limit",
+                type=click.IntRange(1, 1_000_000),
+                default=10_000,
+                show_default=True,
+                help="records read per queue",
+            ),
+            click.option(
+                "--wait",
+                type=click.FloatRange(0.01, 60),
+                default=2.0,
+                show_default=True,
+                help="seconds to wait for a queue's first record (an empty queue costs this much)",
+            ),
+            click.option(
+                "--log-level",
+                type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                default="WARNING",
+                show_default=True,
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
 
 def _filters(kw: dict[str, Any]) -> Filters:
-    return Filters(tuple(kw.pop("states")), kw.pop("error"), kw.pop("older_than"), kw.pop("newer_than"),
-                   kw.pop("table"), tuple(kw.pop("kinds")), tuple(kw.pop("ids")))
+    return Filters(
+        tuple(kw.pop("states")),
+        kw.pop("error"),
+        kw.pop("older_than"),
+        kw.pop("newer_than"),
+        kw.pop("table"),
+        tuple(kw.pop("kinds")),
+        tuple(kw.pop("ids")),
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,8 +248,9 @@ def dlq() -> None:
 @common
 @click.option("--json", "as_json", is_flag=True, help="a JSON array, one object per failure record")
 @handled
-def list_(dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str, as_json: bool,
-          **kw: Any) -> None:
+def list_(
+    dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str, as_json: bool, **kw: Any
+) -> None:
     """List failure records (nothing is removed)."""
     setup_logging(log_level.upper())
     filters = _filters(kw)
@@ -224,9 +265,17 @@ def list_(dlq: str | None, config_file: str | None, limit: int, wait: float, log
         return
     table = Table("id", "state", "kind", "error", "attempts", "first failed", "table", "changes", "message")
     for row in rows:
-        table.add_row(row["id"], row["state"], row["kind"], row["error"], str(row["attempts"]),
-                      f"{_when(row['first_failed_at'])} ({_ago(row['age_s'])} ago)", row["table"] or "",
-                      str(len(row["changes"]) or ""), row["message"][:120])
+        table.add_row(
+            row["id"],
+            row["state"],
+            row["kind"],
+            row["error"],
+            str(row["attempts"]),
+            f"{_when(row['first_failed_at'])} ({_ago(row['age_s'])} ago)",
+            row["table"] or "",
+            str(len(row["changes"]) or ""),
+            row["message"][:120],
+        )
     Console(width=200).print(table)
     by_state = Counter(r["state"] for r in rows)
     click.echo(", ".join(f"{n} {state}" for state, n in sorted(by_state.items())))
@@ -239,8 +288,18 @@ def list_(dlq: str | None, config_file: str | None, limit: int, wait: float, log
 @click.option("--trusted-keys", type=click.Path(exists=True), help="verify and decode the payload with these keys")
 @click.option("--payload-out", type=click.Path(dir_okay=False), help="write the raw payload bytes to this file")
 @handled
-def show(record_id: str, dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str,
-         as_json: bool, trusted_keys: str | None, payload_out: str | None, **kw: Any) -> None:
+def show(
+    record_id: str,
+    dlq: str | None,
+    config_file: str | None,
+    limit: int,
+    wait: float,
+    log_level: str,
+    as_json: bool,
+    trusted_keys: str | None,
+    payload_out: str | None,
+    **kw: Any,
+) -> None:
     """Show one failure record; with --trusted-keys, the changes it holds (nothing is removed)."""
     setup_logging(log_level.upper())
     filters = _filters(kw)
@@ -279,8 +338,11 @@ def _content(record: FailureRecord, trusted_keys: str | None) -> dict[str, Any]:
         header = peek(record.payload)
     except DecodeError as exc:
         return {"envelope": None, "error": str(exc)}
-    info: dict[str, Any] = {"key_id": header.key_id, "compression": header.compression.value,
-                            "bytes": len(record.payload)}
+    info: dict[str, Any] = {
+        "key_id": header.key_id,
+        "compression": header.compression.value,
+        "bytes": len(record.payload),
+    }
     if not trusted_keys:
         info["verified"] = False
         return info
@@ -289,9 +351,15 @@ def _content(record: FailureRecord, trusted_keys: str | None) -> dict[str, Any]:
     except DecodeError as exc:
         return {**info, "verified": False, "error": f"{type(exc).__name__}: {exc}"}
     indices = record.changes or tuple(range(len(batch.changes)))
-    return {**info, "verified": True, "envelope_id": batch.envelope_id, "origin": batch.origin,
-            "table": batch.table, "changes_in_envelope": len(batch.changes),
-            "changes": [{"index": i, **batch.changes[i].to_wire()} for i in indices if i < len(batch.changes)]}
+    return {
+        **info,
+        "verified": True,
+        "envelope_id": batch.envelope_id,
+        "origin": batch.origin,
+        "table": batch.table,
+        "changes_in_envelope": len(batch.changes),
+        "changes": [{"index": i, **batch.changes[i].to_wire()} for i in indices if i < len(batch.changes)],
+    }
 
 
 @dlq.command()
@@ -304,13 +372,24 @@ def _content(record: FailureRecord, trusted_keys: str | None) -> dict[str, Any]:
 @click.option("--attribute-prefix")
 @click.option("--tombstone-table")
 @click.option("--workers", type=int)
-@click.option("--allow-unsigned", is_flag=True,
-              help="also apply single unsigned changes (kind change): only if you trust everyone who can write"
-                   " to the dead-letter queue")
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="also apply single unsigned changes (kind change): only if you trust everyone who can write"
+    " to the dead-letter queue",
+)
 @click.option("--dry-run", is_flag=True, help="say what would be replayed; change nothing")
 @handled
-def replay(dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str,
-           allow_unsigned: bool, dry_run: bool, **kw: Any) -> None:
+def replay(
+    dlq: str | None,
+    config_file: str | None,
+    limit: int,
+    wait: float,
+    log_level: str,
+    allow_unsigned: bool,
+    dry_run: bool,
+    **kw: Any,
+) -> None:
     """Apply failure records again through the normal apply path (last writer wins).
 
     Envelopes are verified again with the trusted keys, so a quarantined envelope
@@ -329,8 +408,7 @@ def replay(dlq: str | None, config_file: str | None, limit: int, wait: float, lo
         _replay(cfg, url, held, allow_unsigned, dry_run)
 
 
-def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_unsigned: bool,
-            dry_run: bool) -> None:
+def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_unsigned: bool, dry_run: bool) -> None:
     from bridge.apply.loop import ApplyStats, ChangeApplier
     from bridge.apply.retry import RetryPolicy, reattempt
     from bridge.apply.target import TargetTable
@@ -342,8 +420,9 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     skipped = [h for h in held if h.record.kind is Kind.RECORD or (h.record.kind is Kind.CHANGE and not allow_unsigned)]
     todo = [h for h in held if h not in skipped]
     for h in skipped:
-        why = ("unsigned (use --allow-unsigned)" if h.record.kind is Kind.CHANGE
-               else "a stream record: fix the publisher")
+        why = (
+            "unsigned (use --allow-unsigned)" if h.record.kind is Kind.CHANGE else "a stream record: fix the publisher"
+        )
         click.echo(f"skipped {h.record.id}: {why}", err=True)
     if dry_run or not todo:
         planned = {"records": len(todo), "skipped": len(skipped), "dry_run": dry_run}
@@ -351,14 +430,20 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         return
     trust = TrustStore.load(cfg.trusted_keys)
     side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))  # as bridge-apply's
-    target = TargetTable.open(side.client("dynamodb"), cfg.target_table, prefix=cfg.attribute_prefix,
-                              tombstone_table=cfg.tombstone_table,
-                              tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400), create=cfg.create)
+    target = TargetTable.open(
+        side.client("dynamodb"),
+        cfg.target_table,
+        prefix=cfg.attribute_prefix,
+        tombstone_table=cfg.tombstone_table,
+        tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
+        create=cfg.create,
+    )
     policy = RetryPolicy(cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay)
     stats = ApplyStats()
     applier = ChangeApplier(target, stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
-    parker = Parker(ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)),
-                    cfg.quarantine_dir)
+    parker = Parker(
+        ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)), cfg.quarantine_dir
+    )
     still: Counter[str] = Counter()
     done = 0
     try:
@@ -383,8 +468,13 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         applier.shutdown()
         parker.close()
     summary: dict[str, Any] = {
-        "records": len(todo), "resolved": done, "still_failing": dict(still), "skipped": len(skipped),
-        "changes_applied": stats.applied, "already_there": stats.duplicates + stats.stale}
+        "records": len(todo),
+        "resolved": done,
+        "still_failing": dict(still),
+        "skipped": len(skipped),
+        "changes_applied": stats.applied,
+        "already_there": stats.duplicates + stats.stale,
+    }
     click.echo(orjson.dumps({"replay": summary}).decode())
     if still:
         states = ", ".join(f"{n} {state}" for state, n in still.items())
@@ -395,8 +485,9 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
 @common
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @handled
-def purge(dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str, yes: bool,
-          **kw: Any) -> None:
+def purge(
+    dlq: str | None, config_file: str | None, limit: int, wait: float, log_level: str, yes: bool, **kw: Any
+) -> None:
     """Delete failure records for good (asks first, unless --yes)."""
     setup_logging(log_level.upper())
     filters = _filters(kw)
@@ -423,4 +514,3 @@ def _ago(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
-

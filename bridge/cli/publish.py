@@ -28,19 +28,28 @@ log = logging.getLogger("bridge.publish")
 @click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")
 @click.option("--checkpoint", help="SQLite path or dynamodb://TABLE")
 @click.option("--start-position", type=click.Choice(["trim-horizon", "latest"]))
-@click.option("--on-trimmed", type=click.Choice(["fail", "trim-horizon"]),
-              help="when records were trimmed before being read: stop (default) or go on from the oldest")
+@click.option(
+    "--on-trimmed",
+    type=click.Choice(["fail", "trim-horizon"]),
+    help="when records were trimmed before being read: stop (default) or go on from the oldest",
+)
 @click.option("--compression", type=click.Choice(["zstd", "zlib", "none"]))
 @click.option("--batch-max-changes", type=int)
 @click.option("--batch-max-bytes", type=int)
 @click.option("--batch-max-wait", type=float, help="seconds a change may wait for its batch to fill")
 @click.option("--ttl-deletes", type=click.Choice(["replicate", "ignore"]), help="deletes made by DynamoDB TTL")
-@click.option("--active-active/--one-way", default=None,
-              help="the source table is also written by bridge-apply (two-way replication)")
+@click.option(
+    "--active-active/--one-way",
+    default=None,
+    help="the source table is also written by bridge-apply (two-way replication)",
+)
 @click.option("--attribute-prefix", help="active-active: bridge-apply's attribute prefix on this table")
 @click.option("--tombstone-table", help="active-active: bridge-apply's tombstone table for this table")
-@click.option("--bootstrap/--no-bootstrap", default=None,
-              help="first copy the items the table holds (resumable parallel scan), then go on with the stream")
+@click.option(
+    "--bootstrap/--no-bootstrap",
+    default=None,
+    help="first copy the items the table holds (resumable parallel scan), then go on with the stream",
+)
 @click.option("--bootstrap-force", is_flag=True, default=None, help="copy again although a bootstrap completed")
 @click.option("--bootstrap-segments", type=int, help="parallel scan segments (default 8)")
 @click.option("--bootstrap-rcu", type=float, help="read capacity units per second the copy may use (default: no limit)")
@@ -53,8 +62,12 @@ def main(config_file: str | None, **flags: Any) -> None:
     setup_logging(cfg.log_level, cfg.log_json)
     stop = stop_on_signals()
     publisher, bootstrap = build_bootstrap(cfg, stop) if cfg.bootstrap else (build_publisher(cfg, stop), None)
-    log.info("publishing %s (origin %s) to %s", cfg.source_table, cfg.origin_id,
-             publisher.sender.transport.transport.url.redacted())
+    log.info(
+        "publishing %s (origin %s) to %s",
+        cfg.source_table,
+        cfg.origin_id,
+        publisher.sender.transport.transport.url.redacted(),
+    )
     try:
         if bootstrap is None:
             stats = publisher.run(until_idle=cfg.until_idle)

@@ -24,11 +24,15 @@ from bridge.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
 @click.option("--target-region", required=True)
 @click.option("--target-endpoint", help="endpoint URL override")
 @click.option("--target-profile", help="AWS profile for the target side")
-@click.option("--segments", type=click.IntRange(1, 1000), default=4, show_default=True,
-              help="parallel scan segments per table")
+@click.option(
+    "--segments", type=click.IntRange(1, 1000), default=4, show_default=True, help="parallel scan segments per table"
+)
 @click.option("--buckets", type=click.IntRange(1, 1 << 24), help="digest buckets (default: item count / 64)")
-@click.option("--rcu", type=click.FloatRange(min=0, min_open=True),
-              help="read capacity units per second per table (default: no limit)")
+@click.option(
+    "--rcu",
+    type=click.FloatRange(min=0, min_open=True),
+    help="read capacity units per second per table (default: no limit)",
+)
 @click.option("--attribute-prefix", default="_bridge", show_default=True, help="bridge-owned attributes: ignored")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
 @click.option("--repair", is_flag=True, help="re-publish differing keys through the transport")
@@ -38,16 +42,44 @@ from bridge.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
 @click.option("--timestamp-attribute", help="--repair: as bridge-publish's setting")
 @click.option("--dead-letter", help="--repair: dead-letter transport URL (default: <queue>.dlq)")
 @click.option("--quarantine-dir", type=click.Path(file_okay=False), default="bridge-quarantine", show_default=True)
-@click.option("--repair-wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="seconds to wait for bridge-apply to apply the repairs")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="WARNING", show_default=True)
+@click.option(
+    "--repair-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="seconds to wait for bridge-apply to apply the repairs",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+)
 @handled
-def verify(source_table: str, source_region: str, source_endpoint: str | None, source_profile: str | None,
-           target_table: str, target_region: str, target_endpoint: str | None, target_profile: str | None,
-           segments: int, buckets: int | None, rcu: float | None, attribute_prefix: str, as_json: bool, repair: bool,
-           transport: str | None, signing_key: str | None, origin: str | None, timestamp_attribute: str | None,
-           dead_letter: str | None, quarantine_dir: str, repair_wait: float, log_level: str) -> None:
+def verify(
+    source_table: str,
+    source_region: str,
+    source_endpoint: str | None,
+    source_profile: str | None,
+    target_table: str,
+    target_region: str,
+    target_endpoint: str | None,
+    target_profile: str | None,
+    segments: int,
+    buckets: int | None,
+    rcu: float | None,
+    attribute_prefix: str,
+    as_json: bool,
+    repair: bool,
+    transport: str | None,
+    signing_key: str | None,
+    origin: str | None,
+    timestamp_attribute: str | None,
+    dead_letter: str | None,
+    quarantine_dir: str,
+    repair_wait: float,
+    log_level: str,
+) -> None:
     """Compare SOURCE and TARGET item by item (bridge attributes aside). Exit 0 when identical,
     8 when they differ (after --repair: 0 once every difference was repaired and seen applied)."""
     setup_logging(log_level.upper())
@@ -56,20 +88,32 @@ def verify(source_table: str, source_region: str, source_endpoint: str | None, s
     stop = threading.Event()
     source = Side(AwsSide(source_region, source_endpoint, source_profile).client("dynamodb"), source_table, "source")
     target = Side(AwsSide(target_region, target_endpoint, target_profile).client("dynamodb"), target_table, "target")
-    verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu,
-                        stop=stop)
+    verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu, stop=stop)
     result = verifier.run()
     if repair and result.differences:
         from bridge.envelope import Signer
         from bridge.wiring import build_sender
 
         assert transport is not None and signing_key is not None
-        sender = build_sender(transport, dead_letter, Signer.from_file(Path(signing_key)), Path(quarantine_dir),
-                              origin=origin or source_region, table=source_table, stop=stop)
+        sender = build_sender(
+            transport,
+            dead_letter,
+            Signer.from_file(Path(signing_key)),
+            Path(quarantine_dir),
+            origin=origin or source_region,
+            table=source_table,
+            stop=stop,
+        )
         try:
-            result.repair = Repairer(sender, source, target, verifier.key_names, origin=origin or source_region,
-                                     timestamp_attribute=timestamp_attribute, prefix=attribute_prefix,
-                                     ).repair(result.differences, wait_s=repair_wait)
+            result.repair = Repairer(
+                sender,
+                source,
+                target,
+                verifier.key_names,
+                origin=origin or source_region,
+                timestamp_attribute=timestamp_attribute,
+                prefix=attribute_prefix,
+            ).repair(result.differences, wait_s=repair_wait)
         finally:
             sender.close()
     if as_json:
@@ -80,8 +124,10 @@ def verify(source_table: str, source_region: str, source_endpoint: str | None, s
 
 
 def _print(result: VerifyResult, source_table: str, target_table: str) -> None:
-    click.echo(f"source {source_table}: {result.source_items} items; target {target_table}: {result.target_items}"
-               f" items; {result.differing_buckets} of {result.buckets} buckets differ")
+    click.echo(
+        f"source {source_table}: {result.source_items} items; target {target_table}: {result.target_items}"
+        f" items; {result.differing_buckets} of {result.buckets} buckets differ"
+    )
     if result.settled:
         click.echo(f"{result.settled} keys differed while scanning but agree now (changes in flight)")
     if result.identical:
@@ -93,10 +139,14 @@ def _print(result: VerifyResult, source_table: str, target_table: str) -> None:
     report = result.repair
     if report is None:
         return
-    click.echo(f"repair: {report.sent} sent, {report.confirmed} seen applied, {report.settled} agreed already,"
-               f" {len(report.refused)} refused, {len(report.unconfirmed)} not applied within the wait")
+    click.echo(
+        f"repair: {report.sent} sent, {report.confirmed} seen applied, {report.settled} agreed already,"
+        f" {len(report.refused)} refused, {len(report.unconfirmed)} not applied within the wait"
+    )
     for refused in report.refused:
-        click.echo(f"  refused {orjson.dumps(refused['key']).decode()}: target holds {refused['target_version']},"
-                   f" newer than the repair's {refused['repair_version']}")
+        click.echo(
+            f"  refused {orjson.dumps(refused['key']).decode()}: target holds {refused['target_version']},"
+            f" newer than the repair's {refused['repair_version']}"
+        )
     for key in report.unconfirmed:
         click.echo(f"  not applied yet {orjson.dumps(key).decode()} (is bridge-apply running?)")

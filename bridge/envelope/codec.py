@@ -131,15 +131,11 @@ def _compress(body: bytes, compression: Compression, level: int) -> bytes:
 def _seal(body: bytes, code: int, signer: Signer, version: int = FORMAT_VERSION) -> bytes:
     """Frame an already-compressed body and sign it (tests use it to forge odd envelopes)."""
     key_id = signer.key_id.encode("ascii")
-    signed = b"".join(
-        (MAGIC, bytes((version, code, len(key_id))), key_id, len(body).to_bytes(4, "big"), body)
-    )
+    signed = b"".join((MAGIC, bytes((version, code, len(key_id))), key_id, len(body).to_bytes(4, "big"), body))
     return signed + signer.sign(signed)
 
 
-def encode(
-    batch: Batch, signer: Signer, compression: Compression = Compression.ZSTD, level: int = 3
-) -> bytes:
+def encode(batch: Batch, signer: Signer, compression: Compression = Compression.ZSTD, level: int = 3) -> bytes:
     """Serialise, compress and sign ``batch``. Raises ``ValueError`` if it cannot be."""
     compression = Compression(compression)
     doc = {
@@ -174,9 +170,7 @@ def peek(data: Buffer) -> Header:
         raise DecodeError(f"bad magic: expected {MAGIC.hex()} ({MAGIC.decode()}), got {raw[:4].hex()}", raw)
     # The version comes first: a future version may lay out everything after it differently.
     if n > 4 and raw[4] != FORMAT_VERSION:
-        raise UnsupportedVersionError(
-            f"unknown envelope version {raw[4]}; this build reads {FORMAT_VERSION}", raw
-        )
+        raise UnsupportedVersionError(f"unknown envelope version {raw[4]}; this build reads {FORMAT_VERSION}", raw)
     if n < 7:
         raise DecodeError(f"truncated: {n} bytes is too short for an envelope header", raw)
     version, code, key_len = raw[4], raw[5], raw[6]

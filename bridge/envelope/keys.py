@@ -63,9 +63,7 @@ class Signer:
         return self._private.sign(data)
 
     def public_pem(self) -> bytes:
-        return self.public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return self.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def _private_pem(self) -> bytes:
         return self._private.private_bytes(

@@ -51,9 +51,7 @@ class CheckpointStore(Protocol):
     def load(self, stream_id: str) -> dict[str, Checkpoint]:
         """Every shard's checkpoint for one stream, by shard id."""
 
-    def save(
-        self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False
-    ) -> None:
+    def save(self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False) -> None:
         """Record progress; durable when it returns; never moves a checkpoint backwards."""
 
     def close(self) -> None: ...
@@ -67,9 +65,7 @@ def sortable_sequence(sequence_number: str) -> str:
     (as they are numerically) and stored 40-digit values keep their meaning.
     """
     if not (sequence_number.isascii() and sequence_number.isdigit() and len(sequence_number) <= LONG_SEQ_DIGITS):
-        raise ValueError(
-            f"sequence number must be 1-{LONG_SEQ_DIGITS} decimal digits, got {sequence_number!r:.60}"
-        )
+        raise ValueError(f"sequence number must be 1-{LONG_SEQ_DIGITS} decimal digits, got {sequence_number!r:.60}")
     significant = sequence_number.lstrip("0") or "0"
     if len(significant) <= SEQ_DIGITS:
         return significant.zfill(SEQ_DIGITS)
@@ -116,9 +112,7 @@ class SqliteCheckpointStore:
                 raise SourceError(f"checkpoint store {self.path}: cannot read: {exc}") from exc
         return {shard: Checkpoint(seq, bool(fin)) for shard, seq, fin in rows}
 
-    def save(
-        self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False
-    ) -> None:
+    def save(self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False) -> None:
         if sequence_number is not None:
             sortable_sequence(sequence_number)  # validate before touching the file
         with self._lock:
@@ -221,9 +215,7 @@ class DynamoDBCheckpointStore:
                 return result
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def save(
-        self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False
-    ) -> None:
+    def save(self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False) -> None:
         names = {"#sid": "stream_id", "#shard": "shard_id", "#fin": "finished", "#at": "updated_at"}
         values: dict[str, Any] = {
             ":sid": {"S": stream_id},
@@ -266,9 +258,7 @@ class DynamoDBCheckpointStore:
         """The client belongs to the caller; nothing to release."""
 
 
-def open_checkpoint_store(
-    spec: str, dynamodb_client_factory: Callable[[], Any] | None = None
-) -> CheckpointStore:
+def open_checkpoint_store(spec: str, dynamodb_client_factory: Callable[[], Any] | None = None) -> CheckpointStore:
     """``dynamodb://TABLE`` -> :class:`DynamoDBCheckpointStore`; a path -> :class:`SqliteCheckpointStore`."""
     spec = spec.strip()
     if not spec:
@@ -276,13 +266,9 @@ def open_checkpoint_store(
     if spec.startswith("dynamodb://"):
         table = spec.removeprefix("dynamodb://").strip("/")
         if not _TABLE_NAME.fullmatch(table):
-            raise ConfigError(
-                f"checkpoint store {spec!r}: table name must be 3-255 characters of A-Z a-z 0-9 _ . -"
-            )
+            raise ConfigError(f"checkpoint store {spec!r}: table name must be 3-255 characters of A-Z a-z 0-9 _ . -")
         if dynamodb_client_factory is None:
-            raise ConfigError(
-                f"checkpoint store {spec!r} needs DynamoDB access, but no DynamoDB client is configured"
-            )
+            raise ConfigError(f"checkpoint store {spec!r} needs DynamoDB access, but no DynamoDB client is configured")
         return DynamoDBCheckpointStore(dynamodb_client_factory(), table)
     if "://" in spec:
         raise ConfigError(f"checkpoint store {spec!r}: unknown scheme; use a file path or dynamodb://TABLE")

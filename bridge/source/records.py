@@ -80,8 +80,7 @@ def _parse(
     seq = ddb.get("SequenceNumber")
     if not (isinstance(seq, str) and seq.isascii() and seq.isdigit() and len(seq) <= _MAX_SEQ_DIGITS):
         raise _Malformed(
-            f"field 'dynamodb.SequenceNumber' must be a decimal string of 1-{_MAX_SEQ_DIGITS} digits, "
-            f"got {seq!r:.60}"
+            f"field 'dynamodb.SequenceNumber' must be a decimal string of 1-{_MAX_SEQ_DIGITS} digits, got {seq!r:.60}"
         )
     event = record.get("eventName")
     if event in _PUT_EVENTS:

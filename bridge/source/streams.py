@@ -240,9 +240,7 @@ class StreamReader:
                 "records after that were lost"
             )
             if self._on_trimmed == "fail":
-                raise DataLossError(
-                    f"{gap}. To accept the gap and continue, restart with --on-trimmed trim-horizon"
-                )
+                raise DataLossError(f"{gap}. To accept the gap and continue, restart with --on-trimmed trim-horizon")
             log.error("%s; continuing without them (--on-trimmed trim-horizon)", gap)
             # Record that the gap was accepted, or the next start without the option would fail again.
             self._store.save(self._arn, shard_id, None, finished=True)
@@ -315,9 +313,7 @@ class StreamReader:
         else:
             kwargs["ShardIteratorType"] = "LATEST" if shard.latest else "TRIM_HORIZON"
         try:
-            response = self._call(
-                "GetShardIterator", self._client.get_shard_iterator, kwargs, passthrough=(_TRIMMED,)
-            )
+            response = self._call("GetShardIterator", self._client.get_shard_iterator, kwargs, passthrough=(_TRIMMED,))
         except ClientError as exc:
             return self._trimmed(shard, exc)
         iterator = response.get("ShardIterator")
@@ -368,9 +364,7 @@ class StreamReader:
                 if code in passthrough:
                     raise
                 if code in _THROTTLED and attempt < _MAX_THROTTLE_RETRIES:
-                    log.info(
-                        "stream %s: %s throttled (%s); retrying in %.1f s", self._arn, operation, code, delay
-                    )
+                    log.info("stream %s: %s throttled (%s); retrying in %.1f s", self._arn, operation, code, delay)
                     self._sleep(delay)
                     delay = min(delay * 2, 5.0)
                     attempt += 1

@@ -73,8 +73,10 @@ class TransportContract:
 
     def _needs_processes(self) -> None:
         if self.in_process_only:
-            pytest.skip(f"{type(self).__name__}.in_process_only: messages live in one process,"
-                        " so no second process can hold or see them")
+            pytest.skip(
+                f"{type(self).__name__}.in_process_only: messages live in one process,"
+                " so no second process can hold or see them"
+            )
 
     # -- declarations ------------------------------------------------------------------
 
@@ -121,8 +123,9 @@ class TransportContract:
         assert 0 < len(first) <= 2, f"receive(2, ...) returned {len(first)} deliveries"
         for delivery in first:
             transport.ack(delivery)
-        rest = receive_bodies(transport, [m.body for m in sent if digest(m.body) not in digests(first)],
-                              self.receive_timeout)
+        rest = receive_bodies(
+            transport, [m.body for m in sent if digest(m.body) not in digests(first)], self.receive_timeout
+        )
 
         assert missing(sent, first + rest) == []
 
@@ -196,8 +199,9 @@ class TransportContract:
         assert len(confirmed) == 20
         assert confirmed - digests(got) == set(), "a confirmed message was lost"
 
-    def test_confirmed_publish_survives_close_and_reopen(self, make_transport: MakeTransport,
-                                                         transport_url: str) -> None:
+    def test_confirmed_publish_survives_close_and_reopen(
+        self, make_transport: MakeTransport, transport_url: str
+    ) -> None:
         sent = make_messages("reopen", 20)
         publisher = make_transport(transport_url, "publish")
         publisher.publish(sent[:10])
@@ -213,8 +217,9 @@ class TransportContract:
 
         assert missing(sent, got) == []
 
-    def test_unacked_come_back_after_close_and_acked_never_do(self, make_transport: MakeTransport,
-                                                              transport_url: str) -> None:
+    def test_unacked_come_back_after_close_and_acked_never_do(
+        self, make_transport: MakeTransport, transport_url: str
+    ) -> None:
         sent = make_messages("close", 6)
         first = make_transport(transport_url)
         first.publish(sent)
@@ -277,8 +282,7 @@ class TransportContract:
         transport = make_transport(unreachable_transport_url, "publish")
         with pytest.raises(Exception) as info:
             transport.publish(make_messages("unreachable", 1))
-        recoverable: tuple[type[BaseException], ...] = (
-            RecoverableTransportError, *type(transport).recoverable_errors)
+        recoverable: tuple[type[BaseException], ...] = (RecoverableTransportError, *type(transport).recoverable_errors)
         assert isinstance(info.value, recoverable), (
             f"{type(info.value).__module__}.{type(info.value).__name__} ({info.value}) is not declared"
             " in recoverable_errors: core would give up instead of reconnecting"

@@ -55,8 +55,7 @@ class ReliableTransport:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         attempt = 0
-        recoverable: tuple[type[BaseException], ...] = (
-            RecoverableTransportError, *self.transport.recoverable_errors)
+        recoverable: tuple[type[BaseException], ...] = (RecoverableTransportError, *self.transport.recoverable_errors)
         while True:
             attempt += 1
             try:
@@ -71,7 +70,12 @@ class ReliableTransport:
                 delay = self.backoff.delay(attempt)
                 log.warning(
                     "%s on %s failed (%s: %s); reconnecting in %.1fs (attempt %d)",
-                    what, self.transport.url.redacted(), type(exc).__name__, exc, delay, attempt,
+                    what,
+                    self.transport.url.redacted(),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    attempt,
                 )
                 self._safe_close()
                 self.reconnects += 1
@@ -98,8 +102,7 @@ class ReliableTransport:
     def ack(self, delivery: Delivery) -> None:
         # No retry: after a reconnect the delivery tag is void and the broker will
         # redeliver; the applier's dedupe makes the redelivery harmless.
-        recoverable: tuple[type[BaseException], ...] = (
-            RecoverableTransportError, *self.transport.recoverable_errors)
+        recoverable: tuple[type[BaseException], ...] = (RecoverableTransportError, *self.transport.recoverable_errors)
         try:
             self.transport.ack(delivery)
         except recoverable as exc:

@@ -33,9 +33,14 @@ MAX_CALL_BYTES = 5 * 1024 * 1024
 MAX_CALL_RECORDS = 500
 MAX_PARTITION_KEY_CHARS = 256
 #: Per-record codes worth another try; anything else (KMS key disabled, access denied) is not.
-RETRYABLE_RECORD_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "InternalFailure", "KMSThrottlingException", "ServiceUnavailable",
-})
+RETRYABLE_RECORD_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "InternalFailure",
+        "KMSThrottlingException",
+        "ServiceUnavailable",
+    }
+)
 
 
 def partition_key(key: str) -> str:
@@ -56,8 +61,9 @@ class ProducerStats:
 
 
 class Producer:
-    def __init__(self, client: Any, stream: str, where: str, *, attempts: int = 10,
-                 sleep: Callable[[float], object] = time.sleep) -> None:
+    def __init__(
+        self, client: Any, stream: str, where: str, *, attempts: int = 10, sleep: Callable[[float], object] = time.sleep
+    ) -> None:
         self._client = client
         self.stream = stream
         self.where = where
@@ -79,10 +85,12 @@ class Producer:
             self.stats.calls += 1
             results = response.get("Records") or []
             if len(results) != len(pending):
-                raise TransportError(f"PutRecords on {self.where} answered {len(results)} results for"
-                                     f" {len(pending)} records")
-            failed = [(entry, result) for entry, result in zip(pending, results, strict=True)
-                      if result.get("ErrorCode")]
+                raise TransportError(
+                    f"PutRecords on {self.where} answered {len(results)} results for {len(pending)} records"
+                )
+            failed = [
+                (entry, result) for entry, result in zip(pending, results, strict=True) if result.get("ErrorCode")
+            ]
             self.stats.records += len(pending) - len(failed)
             if not failed:
                 return
@@ -90,15 +98,23 @@ class Producer:
             summary = ", ".join(f"{n} x {code}" for code, n in codes.most_common())
             fatal = [result for _, result in failed if result["ErrorCode"] not in RETRYABLE_RECORD_CODES]
             if fatal:
-                raise TransportError(f"PutRecords on {self.where} refused {len(failed)} of {len(pending)} records"
-                                     f" ({summary}): {fatal[0].get('ErrorMessage', '')}")
+                raise TransportError(
+                    f"PutRecords on {self.where} refused {len(failed)} of {len(pending)} records"
+                    f" ({summary}): {fatal[0].get('ErrorMessage', '')}"
+                )
             if attempt >= self.attempts:
                 raise RecoverableTransportError(
-                    f"PutRecords on {self.where}: {len(failed)} records still failing after {attempt} calls"
-                    f" ({summary})")
+                    f"PutRecords on {self.where}: {len(failed)} records still failing after {attempt} calls ({summary})"
+                )
             delay = random.uniform(0, min(5.0, 0.1 * 2 ** (attempt - 1)))  # full jitter
-            log.info("PutRecords on %s: retrying %d of %d records in %.2fs (%s)", self.where, len(failed),
-                     len(pending), delay, summary)
+            log.info(
+                "PutRecords on %s: retrying %d of %d records in %.2fs (%s)",
+                self.where,
+                len(failed),
+                len(pending),
+                delay,
+                summary,
+            )
             self._sleep(delay)
             pending = [entry for entry, _ in failed]
             self.stats.retried_records += len(pending)

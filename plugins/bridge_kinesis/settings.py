@@ -15,7 +15,14 @@ log = logging.getLogger(__name__)
 _STREAM = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _CONSUMER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 KNOWN_PARAMS = AWS_PARAMS | {
-    "create", "shards", "retention_hours", "checkpoint", "consumer", "poll_interval", "read_ahead", "put_attempts",
+    "create",
+    "shards",
+    "retention_hours",
+    "checkpoint",
+    "consumer",
+    "poll_interval",
+    "read_ahead",
+    "put_attempts",
 }
 
 
@@ -56,8 +63,9 @@ class KinesisSettings:
         if unknown:
             log.warning("ignoring unknown parameters %s in %s", ", ".join(unknown), where)
         shards_text = params.get("shards", "1")
-        shards = 0 if shards_text == "on-demand" else param_number(params, "shards", 1, where, minimum=1,
-                                                                     maximum=10_000)
+        shards = (
+            0 if shards_text == "on-demand" else param_number(params, "shards", 1, where, minimum=1, maximum=10_000)
+        )
         consumer = params.get("consumer", "")
         if consumer and not _CONSUMER.match(consumer):
             raise ConfigError(f"{where}: consumer must be 1-64 characters of A-Z a-z 0-9 _ . : -")

@@ -88,9 +88,20 @@ class _Shard:
 class ShardConsumer:
     """One reading session over a stream: opened on the first receive, dropped by close()."""
 
-    def __init__(self, client: Any, stream: str, stream_id: str, store: CheckpointStore, where: str, *,
-                 poll_interval: float = 0.5, read_ahead: int = 100, refresh_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        stream_id: str,
+        store: CheckpointStore,
+        where: str,
+        *,
+        poll_interval: float = 0.5,
+        read_ahead: int = 100,
+        refresh_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         self._client = client
         self.stream = stream
         self.stream_id = stream_id
@@ -235,14 +246,19 @@ class ShardConsumer:
                 shard.ended = True
                 return
             try:
-                response = self._client.get_records(ShardIterator=shard.iterator,
-                                                    Limit=min(max(wanted, self.read_ahead), MAX_RECORDS_PER_CALL))
+                response = self._client.get_records(
+                    ShardIterator=shard.iterator, Limit=min(max(wanted, self.read_ahead), MAX_RECORDS_PER_CALL)
+                )
                 break
             except ClientError as exc:
                 if error_code(exc) == _EXPIRED:
                     shard.iterator = None
-                    log.info("%s: shard %s iterator expired; continuing after %s", self.where, shard.shard_id,
-                             shard.position or shard.checkpoint or "the trim horizon")
+                    log.info(
+                        "%s: shard %s iterator expired; continuing after %s",
+                        self.where,
+                        shard.shard_id,
+                        shard.position or shard.checkpoint or "the trim horizon",
+                    )
                     continue
                 if is_throttling(exc):
                     shard.not_before = self._clock() + THROTTLE_PAUSE_S

@@ -59,8 +59,9 @@ class KinesisTransport(Transport):
         with aws_boundary("publish", self.where):
             self._stream_arn()
             if self._producer is None:
-                self._producer = Producer(self._kinesis(), self.settings.stream, self.where,
-                                          attempts=self.settings.put_attempts)
+                self._producer = Producer(
+                    self._kinesis(), self.settings.stream, self.where, attempts=self.settings.put_attempts
+                )
             self._producer.put(messages)
 
     # -- consuming -------------------------------------------------------------------------------
@@ -99,9 +100,15 @@ class KinesisTransport(Transport):
             if self._store is None:
                 side = self.settings.side
                 self._store = open_checkpoint_store(self.settings.checkpoint, lambda: side.client("dynamodb"))
-            self._consumer = ShardConsumer(self._kinesis(), self.settings.stream, stream_id, self._store,
-                                           self.where, poll_interval=self.settings.poll_interval,
-                                           read_ahead=self.settings.read_ahead)
+            self._consumer = ShardConsumer(
+                self._kinesis(),
+                self.settings.stream,
+                stream_id,
+                self._store,
+                self.where,
+                poll_interval=self.settings.poll_interval,
+                read_ahead=self.settings.read_ahead,
+            )
         return self._consumer
 
     # -- the stream ------------------------------------------------------------------------------
@@ -128,8 +135,10 @@ class KinesisTransport(Transport):
             if error_code(exc) != "ResourceNotFoundException":
                 raise
             if not self.settings.create:
-                raise ConfigError(f"Kinesis stream {name!r} does not exist ({self.where}); create it, or"
-                                  " leave create=true to have it created") from exc
+                raise ConfigError(
+                    f"Kinesis stream {name!r} does not exist ({self.where}); create it, or"
+                    " leave create=true to have it created"
+                ) from exc
             self._create(name)
             summary = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if summary.get("StreamStatus") == "CREATING":
@@ -152,8 +161,13 @@ class KinesisTransport(Transport):
         if settings.retention_hours > 24:
             client.increase_stream_retention_period(StreamName=name, RetentionPeriodHours=settings.retention_hours)
         capacity = f"{settings.shards} shard(s)" if settings.shards else "on-demand capacity"
-        log.info("created Kinesis stream %s (%s, %d h retention) in %s", name, capacity, settings.retention_hours,
-                 settings.side.region)
+        log.info(
+            "created Kinesis stream %s (%s, %d h retention) in %s",
+            name,
+            capacity,
+            settings.retention_hours,
+            settings.side.region,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -168,8 +182,9 @@ class KinesisTransport(Transport):
             if consumer is not None:
                 consumer.flush()
         except Exception as exc:  # the acks since the last receive are lost: redelivered, never skipped
-            log.warning("%s: could not store checkpoints on close (%s); unstored acks will be redelivered",
-                        self.where, exc)
+            log.warning(
+                "%s: could not store checkpoints on close (%s); unstored acks will be redelivered", self.where, exc
+            )
         finally:
             if store is not None:
                 store.close()

@@ -39,7 +39,8 @@ class MemoryTransport(Transport):
             if len(m.body) > self.max_message_bytes:
                 raise MessageTooLargeError(
                     f"message {m.message_id} is {len(m.body)} bytes; memory://{self.name} takes at most"
-                    f" {self.max_message_bytes}")
+                    f" {self.max_message_bytes}"
+                )
         with _lock:
             q = _queue(self.name)
             q.extend((m.body, m.message_id, False) for m in messages)

@@ -19,9 +19,18 @@ ATTRIBUTE_RESERVE = 256
 _QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 REDRIVE_PARAMS = frozenset({"redrive_queue", "max_receive_count"})
-KNOWN_PARAMS = AWS_PARAMS | REDRIVE_PARAMS | {
-    "create", "account", "visibility_timeout", "wait_time", "max_message_bytes", "retention_seconds",
-}
+KNOWN_PARAMS = (
+    AWS_PARAMS
+    | REDRIVE_PARAMS
+    | {
+        "create",
+        "account",
+        "visibility_timeout",
+        "wait_time",
+        "max_message_bytes",
+        "retention_seconds",
+    }
+)
 
 
 def payload_limit(sqs_bytes: int) -> int:
@@ -76,8 +85,10 @@ class SqsSettings:
         side = AwsSide.from_params(params, what=where)
         wait_time = param_number(params, "wait_time", 20, where, minimum=0, maximum=20)
         if wait_time and wait_time + 1 >= side.read_timeout:
-            raise ConfigError(f"{where}: a long poll of wait_time={wait_time} s needs read_timeout above"
-                              f" {wait_time + 1} s (it is {side.read_timeout:g})")
+            raise ConfigError(
+                f"{where}: a long poll of wait_time={wait_time} s needs read_timeout above"
+                f" {wait_time + 1} s (it is {side.read_timeout:g})"
+            )
         return cls(
             queue=queue,
             side=side,
@@ -85,10 +96,12 @@ class SqsSettings:
             account=account,
             visibility_timeout=param_number(params, "visibility_timeout", 30, where, minimum=2, maximum=43_200),
             wait_time=wait_time,
-            max_message_bytes=param_number(params, "max_message_bytes", MAX_SQS_BYTES, where,
-                                           minimum=MIN_SQS_BYTES, maximum=MAX_SQS_BYTES),
-            retention_seconds=param_number(params, "retention_seconds", 14 * 24 * 3600, where, minimum=60,
-                                           maximum=14 * 24 * 3600),
+            max_message_bytes=param_number(
+                params, "max_message_bytes", MAX_SQS_BYTES, where, minimum=MIN_SQS_BYTES, maximum=MAX_SQS_BYTES
+            ),
+            retention_seconds=param_number(
+                params, "retention_seconds", 14 * 24 * 3600, where, minimum=60, maximum=14 * 24 * 3600
+            ),
             redrive_queue=redrive,
             max_receive_count=param_number(params, "max_receive_count", 10, where, minimum=1, maximum=1000),
         )

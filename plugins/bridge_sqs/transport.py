@@ -137,16 +137,25 @@ class SqsTransport(Transport):
             refused = [f for f in failed if f.get("SenderFault") and f.get("Code") not in RETRYABLE_CODES]
             if refused:
                 first = refused[0]
-                raise TransportError(f"SQS refused {len(refused)} of {len(entries)} messages on {self.where}:"
-                                     f" {first.get('Code')}: {first.get('Message')}")
+                raise TransportError(
+                    f"SQS refused {len(refused)} of {len(entries)} messages on {self.where}:"
+                    f" {first.get('Code')}: {first.get('Message')}"
+                )
             pending = {str(f["Id"]): pending[str(f["Id"])] for f in failed}
             if attempt < SEND_ATTEMPTS:
                 delay = random.uniform(0, min(5.0, 0.1 * 2 ** (attempt - 1)))
-                log.info("%s: %d of %d messages failed (%s); sending them again in %.2fs", self.where, len(failed),
-                         len(entries), failed[0].get("Code"), delay)
+                log.info(
+                    "%s: %d of %d messages failed (%s); sending them again in %.2fs",
+                    self.where,
+                    len(failed),
+                    len(entries),
+                    failed[0].get("Code"),
+                    delay,
+                )
                 time.sleep(delay)
-        raise RecoverableTransportError(f"SendMessageBatch on {self.where}: {len(pending)} messages still failing"
-                                        f" after {SEND_ATTEMPTS} attempts")
+        raise RecoverableTransportError(
+            f"SendMessageBatch on {self.where}: {len(pending)} messages still failing after {SEND_ATTEMPTS} attempts"
+        )
 
     # -- consuming -------------------------------------------------------------------------------
 
@@ -164,8 +173,11 @@ class SqsTransport(Transport):
                 first = False
                 want = min(BATCH_ENTRIES, max_messages - len(out))
                 response = self._sqs().receive_message(
-                    QueueUrl=queue_url, MaxNumberOfMessages=want, WaitTimeSeconds=wait,
-                    VisibilityTimeout=self.settings.visibility_timeout, MessageAttributeNames=[ID_ATTRIBUTE],
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=want,
+                    WaitTimeSeconds=wait,
+                    VisibilityTimeout=self.settings.visibility_timeout,
+                    MessageAttributeNames=[ID_ATTRIBUTE],
                     MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 )
                 got = [self._delivery(m) for m in response.get("Messages") or []]
@@ -191,8 +203,12 @@ class SqsTransport(Transport):
             body = text.encode()  # not ours: the applier quarantines it, as it was
         attribute = (message.get("MessageAttributes") or {}).get(ID_ATTRIBUTE) or {}
         receives = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
-        return Delivery(body, attribute.get("StringValue") or message.get("MessageId"), receives > 1,
-                        SqsHandle(self._generation, str(message["ReceiptHandle"])))
+        return Delivery(
+            body,
+            attribute.get("StringValue") or message.get("MessageId"),
+            receives > 1,
+            SqsHandle(self._generation, str(message["ReceiptHandle"])),
+        )
 
     def ack(self, delivery: Delivery) -> None:
         handle = self._handle(delivery, "ack")
@@ -235,13 +251,18 @@ class SqsTransport(Transport):
             return
         queue_url = self._queue()
         for start in range(0, len(handles), BATCH_ENTRIES):
-            chunk = handles[start:start + BATCH_ENTRIES]
+            chunk = handles[start : start + BATCH_ENTRIES]
             response = self._sqs().delete_message_batch(
-                QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)])
+                QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            )
             for failure in response.get("Failed") or []:
                 # Typically an expired receipt handle: the message was (or will be) received again.
-                log.warning("%s: a message could not be deleted (%s: %s); it will be redelivered", self.where,
-                            failure.get("Code"), failure.get("Message"))
+                log.warning(
+                    "%s: a message could not be deleted (%s: %s); it will be redelivered",
+                    self.where,
+                    failure.get("Code"),
+                    failure.get("Message"),
+                )
             if self._keeper is not None:
                 self._keeper.drop(chunk)
 
@@ -250,10 +271,11 @@ class SqsTransport(Transport):
             return
         queue_url = self._queue()
         for start in range(0, len(handles), BATCH_ENTRIES):
-            chunk = handles[start:start + BATCH_ENTRIES]
+            chunk = handles[start : start + BATCH_ENTRIES]
             self._sqs().change_message_visibility_batch(
                 QueueUrl=queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout} for i, h in enumerate(chunk)])
+                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout} for i, h in enumerate(chunk)],
+            )
 
     def _keeper_for(self, queue_url: str) -> VisibilityKeeper:
         if self._keeper is None:
@@ -281,8 +303,10 @@ class SqsTransport(Transport):
         url = self._lookup(settings.queue)
         if url is None:
             if not settings.create:
-                raise ConfigError(f"SQS queue {settings.queue!r} does not exist ({self.where}); create it, or leave"
-                                  " create=true to have it created")
+                raise ConfigError(
+                    f"SQS queue {settings.queue!r} does not exist ({self.where}); create it, or leave"
+                    " create=true to have it created"
+                )
             return self._create()
         limit = self._sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])
         queue_limit = int(limit.get("Attributes", {}).get("MaximumMessageSize", MAX_SQS_BYTES))
@@ -290,7 +314,8 @@ class SqsTransport(Transport):
             raise ConfigError(
                 f"SQS queue {settings.queue!r} takes messages of at most {queue_limit} bytes (MaximumMessageSize)"
                 f" but {self.where} assumes {settings.max_message_bytes}: add max_message_bytes={queue_limit}"
-                " to the URL, or raise the queue's limit")
+                " to the URL, or raise the queue's limit"
+            )
         return url
 
     def _lookup(self, name: str) -> str | None:
@@ -314,18 +339,27 @@ class SqsTransport(Transport):
         if settings.fifo:
             attributes["FifoQueue"] = "true"
         if settings.redrive_queue:
-            target = self._create_queue(settings.redrive_queue, {
-                "MessageRetentionPeriod": str(settings.retention_seconds),
-                **({"FifoQueue": "true"} if settings.fifo else {}),
-            })
+            target = self._create_queue(
+                settings.redrive_queue,
+                {
+                    "MessageRetentionPeriod": str(settings.retention_seconds),
+                    **({"FifoQueue": "true"} if settings.fifo else {}),
+                },
+            )
             found = self._sqs().get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])
             arn = found["Attributes"]["QueueArn"]
             attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": arn, "maxReceiveCount": str(settings.max_receive_count)})
+                {"deadLetterTargetArn": arn, "maxReceiveCount": str(settings.max_receive_count)}
+            )
         url = self._create_queue(settings.queue, attributes)
-        log.info("created SQS queue %s in %s%s", settings.queue, settings.side.region,
-                 f" (redrive to {settings.redrive_queue} after {settings.max_receive_count} receives)"
-                 if settings.redrive_queue else "")
+        log.info(
+            "created SQS queue %s in %s%s",
+            settings.queue,
+            settings.side.region,
+            f" (redrive to {settings.redrive_queue} after {settings.max_receive_count} receives)"
+            if settings.redrive_queue
+            else "",
+        )
         return url
 
     def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
@@ -360,8 +394,12 @@ class SqsTransport(Transport):
                 self._delete_acked()
                 self._change_visibility([h for h in held if h not in acked], 0)
         except Exception as exc:  # SQS hands them out again once their visibility timeout runs out
-            log.warning("%s: could not settle held messages on close (%s); they return within %d s", self.where,
-                        exc, self.settings.visibility_timeout)
+            log.warning(
+                "%s: could not settle held messages on close (%s); they return within %d s",
+                self.where,
+                exc,
+                self.settings.visibility_timeout,
+            )
         finally:
             with self._lock:
                 self._acked = []

@@ -67,7 +67,7 @@ class VisibilityKeeper:
             for start in range(0, len(handles), BATCH):
                 if self._stop.is_set():
                     return
-                self._extend(handles[start:start + BATCH])
+                self._extend(handles[start : start + BATCH])
 
     def _extend(self, handles: list[str]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": self.timeout} for i, h in enumerate(handles)]
@@ -83,7 +83,11 @@ class VisibilityKeeper:
         still_held = set(self.held())
         for handle, failure in zip(gone, failed, strict=True):
             if handle in still_held:  # not just deleted or released meanwhile
-                log.warning("%s: visibility of a held message not extended (%s: %s); it may be redelivered",
-                            self.where, failure.get("Code"), failure.get("Message"))
+                log.warning(
+                    "%s: visibility of a held message not extended (%s: %s); it may be redelivered",
+                    self.where,
+                    failure.get("Code"),
+                    failure.get("Message"),
+                )
         if gone:
             self.drop(gone)

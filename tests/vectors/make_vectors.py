@@ -208,9 +208,7 @@ def main() -> None:
         batch_doc("vec-none-1", SIMPLE),
         Compression.NONE,
     )
-    valid_vector(
-        "zlib.json", "Two puts and a delete, zlib level 3.", batch_doc("vec-zlib-1", SMALL), Compression.ZLIB
-    )
+    valid_vector("zlib.json", "Two puts and a delete, zlib level 3.", batch_doc("vec-zlib-1", SMALL), Compression.ZLIB)
     valid_vector(
         "zstd.json",
         "Two puts and a delete, zstd level 3 with the content size in the frame.",

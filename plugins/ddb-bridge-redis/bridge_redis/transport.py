@@ -127,8 +127,9 @@ class RedisTransport(Transport):
                 wait = min(timeout, self.settings.socket_timeout / 2)
                 wait_ms = None if out or timeout <= 0 else max(1, int(wait * 1000))
                 # RESP2 answers [[stream, [(id, fields), ...]]]; redis-py types every protocol's shape.
-                reply: Any = client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=wanted,
-                                               block=wait_ms)
+                reply: Any = client.xreadgroup(
+                    self.group, self.consumer, {self.stream: ">"}, count=wanted, block=wait_ms
+                )
                 for _stream, entries in reply or []:
                     out += [self._delivery(entry_id, fields, redelivered=False) for entry_id, fields in entries]
             return out
@@ -136,8 +137,12 @@ class RedisTransport(Transport):
     def _claim(self, client: redis.Redis, count: int) -> list[Delivery]:
         """Take over entries some consumer has left unacked for ``claim_idle_ms``."""
         reply = client.xautoclaim(
-            self.stream, self.group, self.consumer, min_idle_time=self.settings.claim_idle_ms,
-            start_id=self._claim_cursor, count=count,
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
         )
         # Redis 7 answers [cursor, entries, deleted ids]; 6.2 has no third element and
         # lists deleted entries with no fields.
@@ -150,8 +155,12 @@ class RedisTransport(Transport):
             else:  # trimmed or deleted while pending: nothing left to deliver
                 client.xack(self.stream, self.group, entry_id)
         if claimed:
-            log.info("took over %d deliveries left unacked for %d ms on %s", len(claimed),
-                     self.settings.claim_idle_ms, self.settings.where)
+            log.info(
+                "took over %d deliveries left unacked for %d ms on %s",
+                len(claimed),
+                self.settings.claim_idle_ms,
+                self.settings.where,
+            )
         return claimed
 
     def _delivery(self, entry_id: Any, fields: dict[bytes, bytes], redelivered: bool) -> Delivery:
@@ -183,8 +192,9 @@ class RedisTransport(Transport):
         for ``claim_idle_ms`` is taken over by the next XAUTOCLAIM of any consumer."""
         if not entry_ids:
             return
-        client.xclaim(self.stream, self.group, self.consumer, 0, entry_ids,
-                      idle=self.settings.claim_idle_ms + 1000, justid=True)
+        client.xclaim(
+            self.stream, self.group, self.consumer, 0, entry_ids, idle=self.settings.claim_idle_ms + 1000, justid=True
+        )
         self._outstanding.difference_update(entry_ids)
         self._claim_cursor = "0-0"  # they may lie behind the cursor
 
