@@ -29,6 +29,14 @@ class Operation(str, enum.Enum):
     DELETE = "delete"
 
 
+class Outcome(str, enum.Enum):
+    """What applying one change did; both sides need it (the loop guard re-applies through the applier)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this exact version is already there
+    STALE = "stale"  # a newer version (or tombstone) is already there
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Version:
     """Last-writer-wins order: timestamp, then origin, then source sequence number.

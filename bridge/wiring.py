@@ -12,22 +12,22 @@ from typing import Any
 
 import botocore.exceptions
 
-from bridge.activeactive import LoopGuard, SqliteStore
 from bridge.apply.loop import Applier, OnApplied
 from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide
-from bridge.bootstrap import Bootstrap
 from bridge.config import ApplyConfig, PublishConfig
-from bridge.deadletter import Parker
+from bridge.copy.bootstrap import Bootstrap
+from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
-from bridge.scan_progress import open_scan_progress
-from bridge.sender import Sender
-from bridge.source.checkpoints import open_checkpoint_store
+from bridge.publish.loopguard import LoopGuard, SqliteStore
+from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
+from bridge.state.checkpoints import open_checkpoint_store
+from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
 

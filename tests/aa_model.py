@@ -3,7 +3,7 @@
 What is modelled (a real DynamoDB cannot be scheduled adversarially): each replica's table,
 tombstone table and stream, with exactly the conditional-write rules of
 bridge.apply.target.TargetTable, kept in memory. What is real: the stream records handed
-to the real ``parse_record``, and the real :class:`bridge.activeactive.LoopGuard` that
+to the real ``parse_record``, and the real :class:`bridge.publish.loopguard.LoopGuard` that
 decides what to ship and what to repair. Transport queues deliver in any order, duplicate,
 and a publisher can crash and resume from an older checkpoint.
 """
@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.activeactive import LoopGuard, MemoryStore
-from bridge.apply.target import Outcome
-from bridge.change import Change, Image, Operation, Version, fingerprint
+from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
+from bridge.publish.loopguard import LoopGuard, MemoryStore
 from bridge.source.records import parse_record
 
 V, W, D = "_bridge_v", "_bridge_w", "_bridge_deleted"

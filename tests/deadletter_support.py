@@ -13,9 +13,9 @@ from botocore.awsrequest import AWSResponse
 
 from bridge.change import Change, Operation, Version
 from bridge.config import ApplyConfig
-from bridge.deadletter import FailureRecord
+from bridge.deadletter.records import FailureRecord
 from bridge.envelope import Batch, Compression, Signer, encode
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport import OutgoingMessage
 
 SIGNER = Signer.from_seed(bytes(range(32)))

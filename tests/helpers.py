@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.compare import Difference, compare_tables
-from bridge.deadletter import FailureRecord, parked_url
-from bridge.plugins import open_transport
+from bridge.copy.compare import Difference, compare_tables
+from bridge.deadletter.records import FailureRecord, parked_url
+from bridge.plugin.manager import open_transport
 from bridge.transport import TransportURL
 
 

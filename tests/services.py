@@ -67,7 +67,7 @@ def rabbitmq_url() -> Iterator[str]:
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
-    from bridge.emulator import moto_server as start_moto
+    from bridge.demo.emulator import moto_server as start_moto
     from bridge.errors import BridgeError
 
     try:

@@ -17,9 +17,9 @@ import boto3
 import orjson
 import pytest
 
-from bridge.emulator import moto_server
+from bridge.demo.emulator import moto_server
+from bridge.demo.workload import create_table
 from bridge.envelope import keygen
-from bridge.workload import create_table
 from tests.helpers import start, wait_identical
 
 KEYS = ("tenant", "user_id")

@@ -27,7 +27,7 @@ import pytest
 from kombu.connection import Connection
 
 from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, TransportError
-from bridge.plugins import build_plugin_set
+from bridge.plugin.manager import build_plugin_set
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_amqp import AmqpTransport
 from bridge_amqp.settings import AmqpSettings

@@ -1,4 +1,4 @@
-"""Per-side AWS settings (bridge.aws): credentials, roles, SSM keys, proxies, retries, timeouts.
+"""Per-side AWS settings (bridge.aws.session): credentials, roles, SSM keys, proxies, retries, timeouts.
 
 Against moto's server: STS AssumeRole issues credentials that moto then maps to the role's account
 (so a stream created through a role in account 111111111111 is invisible to the default account),
@@ -23,7 +23,7 @@ import pytest
 from bridge.aws import AwsSide, AwsTransportURL
 from bridge.config import PublishConfig
 from bridge.errors import ConfigError
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport import OutgoingMessage, TransportURL
 from bridge.wiring import aws_side
 

@@ -19,14 +19,14 @@ import pytest
 
 from bridge.change import Change, Operation, Version
 from bridge.config import ApplyConfig
-from bridge.deadletter import FailureRecord, Kind, Parker, State
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
+from bridge.demo.workload import create_table
 from bridge.envelope import Batch, Compression, Signer, TrustStore, decode, encode
-from bridge.plugins import open_transport
-from bridge.publish import Publisher
+from bridge.plugin.manager import open_transport
+from bridge.publish.loop import Publisher
 from bridge.transport import OutgoingMessage
 from bridge.transport.reliable import ReliableTransport
 from bridge.wiring import build_applier
-from bridge.workload import create_table
 from tests.helpers import drain_failures
 
 SIGNER = Signer.from_seed(bytes(range(32)))

@@ -27,20 +27,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from bridge.bootstrap import COPY_MARGIN_S, Bootstrap, ProgressMeter, SegmentState, scanned_change
-from bridge.compare import compare_tables
 from bridge.config import ApplyConfig
-from bridge.deadletter import FailureRecord, parked_url
-from bridge.emulator import moto_server
+from bridge.copy.bootstrap import COPY_MARGIN_S, Bootstrap, ProgressMeter, SegmentState, scanned_change
+from bridge.copy.compare import compare_tables
+from bridge.copy.scan import ReadBudget
+from bridge.deadletter.records import FailureRecord, parked_url
+from bridge.demo.emulator import moto_server
+from bridge.demo.workload import create_table
 from bridge.envelope import Signer, keygen
-from bridge.plugins import open_transport
-from bridge.scan import ReadBudget
-from bridge.scan_progress import open_scan_progress
-from bridge.sender import Sender
+from bridge.plugin.manager import open_transport
+from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
+from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.wiring import build_applier, build_sender
-from bridge.workload import create_table
 from tests.helpers import start, wait_identical
 
 KEYS = ("tenant", "user_id")
@@ -136,7 +136,7 @@ def test_a_scanned_copy_takes_the_items_timestamp_and_loses_the_tie_to_the_strea
 
 def test_scanned_copies_of_different_items_get_different_envelope_ids() -> None:
     """All copies of one run share a version, so the position (key) must tell envelopes apart."""
-    from bridge.sender import envelope_id_for
+    from bridge.publish.sender import envelope_id_for
 
     copies = [
         scanned_change(
@@ -193,7 +193,7 @@ def test_progress_bar_shows_items_rate_and_eta_on_a_terminal() -> None:
 
 def test_progress_is_logged_when_not_on_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
     meter = ProgressMeter("log", 1000, 0, 0.0, "users")
-    with caplog.at_level(logging.INFO, logger="bridge.bootstrap"):
+    with caplog.at_level(logging.INFO, logger="bridge.copy.bootstrap"):
         meter.advance(250, 1, 4)
     (line,) = [r.getMessage() for r in caplog.records]
     assert "250 of about 1000 items" in line and "ETA" in line and "1/4 segments" in line

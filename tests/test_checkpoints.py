@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.source.checkpoints import (
+from bridge.state.checkpoints import (
     Checkpoint,
     CheckpointStore,
     DynamoDBCheckpointStore,
@@ -121,7 +121,7 @@ def test_sqlite_survives_sigkill(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal
-        from bridge.source.checkpoints import SqliteCheckpointStore
+        from bridge.state.checkpoints import SqliteCheckpointStore
         store = SqliteCheckpointStore({str(path)!r})
         for i in range(1, 51):
             store.save({STREAM!r}, "s", str(10**21 + i))

@@ -17,14 +17,14 @@ import orjson
 import pytest
 
 from bridge.change import Change, Operation, Version
-from bridge.deadletter import FailureRecord, Kind, Parker, State, parked_url
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State, parked_url
+from bridge.demo.workload import create_table
 from bridge.envelope import TrustStore, decode
 from bridge.errors import DecodeError
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
 from bridge.wiring import build_applier
-from bridge.workload import create_table
 from tests.deadletter_support import (
     SIGNER,
     STRANGER,

@@ -21,12 +21,12 @@ from click.testing import CliRunner, Result
 
 from bridge.change import Change, Operation, Version
 from bridge.cli.admin import main
-from bridge.deadletter import FailureRecord, Kind, Parker, State
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
+from bridge.demo.workload import create_table
 from bridge.envelope import Signer
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport.reliable import ReliableTransport
 from bridge.wiring import build_applier
-from bridge.workload import create_table
 from tests.deadletter_support import Throttle, envelope, put, send, stored, trusted_dir
 
 ROTATED = Signer.from_seed(b"\x07" * 32)  # the publisher's new key, not trusted yet

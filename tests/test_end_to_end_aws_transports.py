@@ -14,9 +14,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
-from bridge.plugins import open_transport
-from bridge.workload import Workload, create_table, run_op
+from bridge.plugin.manager import open_transport
 from tests.helpers import no_failures_anywhere, start, wait_identical
 
 KEYS = ("tenant", "user_id")

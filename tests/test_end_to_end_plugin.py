@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
+from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
-from bridge.workload import Workload, create_table, run_op
 from tests import services
 from tests.helpers import no_failures_anywhere, start, wait_identical
 from tests.redis_server import delete_streams, redis_url

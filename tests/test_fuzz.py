@@ -34,13 +34,13 @@ from hypothesis import strategies as st
 
 from bridge.apply.loop import Applier
 from bridge.apply.target import TargetTable
-from bridge.deadletter import FailureRecord, Parker, State
+from bridge.deadletter.records import FailureRecord, Parker, State
+from bridge.demo.workload import create_table
 from bridge.envelope import MAGIC, Batch, Compression, Signer, TrustStore, encode
 from bridge.envelope.codec import _seal
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport import OutgoingMessage
 from bridge.transport.reliable import ReliableTransport
-from bridge.workload import create_table
 from tests import services
 from tests.deadletter_support import SIGNER, STRANGER, envelope, put, stored
 
@@ -369,7 +369,7 @@ def _atheris_available() -> bool:
 ATHERIS_MAIN = """
 import sys, atheris
 with atheris.instrument_imports(include=["bridge"]):
-    import bridge.apply.loop, bridge.apply.retry, bridge.deadletter, bridge.envelope.codec, bridge.change
+    import bridge.apply.loop, bridge.apply.retry, bridge.deadletter.records, bridge.envelope.codec, bridge.change
 from tests.test_fuzz import atheris_main
 atheris_main(sys.argv[1:])
 """

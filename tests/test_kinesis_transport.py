@@ -22,8 +22,8 @@ import boto3
 import pytest
 
 from bridge.errors import ConfigError, RecoverableTransportError, TransportError
-from bridge.plugins import open_transport
-from bridge.source.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore
+from bridge.plugin.manager import open_transport
+from bridge.state.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore
 from bridge.transport import Delivery, OutgoingMessage, Transport
 from bridge_kinesis import KinesisTransport
 from bridge_kinesis.producer import Producer, partition_key
@@ -187,7 +187,7 @@ def test_a_killed_consumer_loses_nothing_it_did_not_ack(url: str, tmp_path: Path
     publisher.close()
     child = textwrap.dedent(f"""
         import sys, time
-        from bridge.plugins import open_transport
+        from bridge.plugin.manager import open_transport
         t = open_transport({url!r}, "consume")
         got = []
         while len(got) < 6:

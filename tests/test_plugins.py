@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge import hookspecs
 from bridge.errors import MessageTooLargeError, UnknownTransportError
-from bridge.plugins import build_plugin_set
+from bridge.plugin import spec as hookspecs
+from bridge.plugin.manager import build_plugin_set
 from bridge.transport import OutgoingMessage, Transport, TransportURL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def test_broken_plugins_are_reported_by_name_and_the_others_load(tmp_path: Path)
     for ok in ("amqp", "memory"):
         assert listed[ok]["error"] is None and listed[ok]["schemes"]
     # ...and a URL served by a plugin that did load still opens, despite the broken ones.
-    code = "from bridge.plugins import open_transport; open_transport('memory://x', 'publish').close()"
+    code = "from bridge.plugin.manager import open_transport; open_transport('memory://x', 'publish').close()"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False, timeout=60).returncode == 0
 

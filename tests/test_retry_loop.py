@@ -18,11 +18,11 @@ import pytest
 
 from bridge.apply.retry import RetryPolicy
 from bridge.change import Version
-from bridge.deadletter import FailureRecord, Kind, State
-from bridge.plugins import open_transport
+from bridge.deadletter.records import FailureRecord, Kind, State
+from bridge.demo.workload import create_table
+from bridge.plugin.manager import open_transport
 from bridge.transport import OutgoingMessage
 from bridge.wiring import build_applier
-from bridge.workload import create_table
 from tests.deadletter_support import (
     STRANGER,
     Throttle,

@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, TransportError
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.transport import Delivery, OutgoingMessage, Transport
 from bridge_sqs import SqsTransport
 from bridge_sqs.settings import payload_limit

@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("tool,args", [("ruff", ["check", "bridge", "plugins", "tests"]), ("ruff", ["format", "--check", "."]), ("mypy", [])])
+@pytest.mark.parametrize(
+    "tool,args", [("ruff", ["check", "bridge", "plugins", "tests"]), ("ruff", ["format", "--check", "."]), ("mypy", [])]
+)
 def test_clean(tool: str, args: list[str]) -> None:
     if shutil.which(tool) is None and not (Path(sys.executable).parent / tool).exists():
         pytest.fail(f"{tool} is not installed; it is in the [test] extra")

@@ -15,8 +15,8 @@ from botocore.exceptions import EndpointConnectionError
 from bridge.change import Operation, from_boto_image
 from bridge.errors import DataLossError, SourceError
 from bridge.source import Checkpoint, SqliteCheckpointStore, StreamReader, parse_record
-from bridge.source.checkpoints import CheckpointStore
 from bridge.source.streams import ShardRead
+from bridge.state.checkpoints import CheckpointStore
 from tests.scripted_streams import ScriptedStreams
 
 

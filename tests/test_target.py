@@ -5,10 +5,10 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from bridge.apply.target import Outcome, TargetTable
-from bridge.change import Change, Operation, Version
+from bridge.apply.target import TargetTable
+from bridge.change import Change, Operation, Outcome, Version
+from bridge.demo.workload import create_table
 from bridge.errors import ConfigError, PermanentApplyError
-from bridge.workload import create_table
 
 
 @pytest.fixture

@@ -17,16 +17,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from bridge.bootstrap import COPY_MARGIN_S
 from bridge.change import Operation, Version
 from bridge.cli.admin import main as admin
-from bridge.compare import canonical_bytes, compare_tables, item_digest
 from bridge.config import ApplyConfig
+from bridge.copy.bootstrap import COPY_MARGIN_S
+from bridge.copy.compare import canonical_bytes, compare_tables, item_digest
+from bridge.copy.verify import DIFFERENT_EXIT
+from bridge.demo.workload import create_table
 from bridge.envelope import TrustStore, decode, keygen
-from bridge.plugins import open_transport
-from bridge.verify import DIFFERENT_EXIT
+from bridge.plugin.manager import open_transport
 from bridge.wiring import build_applier
-from bridge.workload import create_table
 from tests.test_bootstrap import KEYS, ORIGIN, item, key_of, seed
 
 STAMP = {"updated_at": {"N": "1700000000.5"}}

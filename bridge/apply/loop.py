@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 from bridge.apply.retry import Failed, RetryLoop, RetryPolicy, failure_records, reattempt
-from bridge.apply.target import Outcome, TargetTable
-from bridge.change import Change
-from bridge.deadletter import FailureRecord, Kind, Parker, State
+from bridge.apply.target import TargetTable
+from bridge.change import Change, Outcome
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Batch, TrustStore, decode
 from bridge.errors import ApplyError, DecodeError, PermanentApplyError, TransientApplyError
 from bridge.transport import Delivery

@@ -1,7 +1,7 @@
 """Re-attempting dead-lettered changes: the retry policy, one re-attempt, and the retry pass.
 
 A change that still fails transiently after its in-place retries is parked on the retry
-queue (``<queue>.dlq``) as a ``retrying`` :class:`~bridge.deadletter.FailureRecord` that
+queue (``<queue>.dlq``) as a ``retrying`` :class:`~bridge.deadletter.records.FailureRecord` that
 holds the *signed envelope* it came in and the change's index there. ``bridge-apply``
 passes over that queue when a record is due:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.change import Change
-from bridge.deadletter import TERMINAL, FailureRecord, Kind, Parker, State, wrap_foreign
+from bridge.deadletter.records import TERMINAL, FailureRecord, Kind, Parker, State, wrap_foreign
 from bridge.envelope import Batch, TrustStore, decode
 from bridge.errors import ApplyError, BridgeError, DecodeError, TransientApplyError
 from bridge.transport import Delivery
@@ -234,7 +234,7 @@ class RetryLoop:
     def open_queue(dlq: ReliableTransport, stop: threading.Event) -> ReliableTransport:
         """A consumer of the retry queue beside the parker's publisher; a broken broker makes
         a pass give up after a few tries instead of holding up the apply loop."""
-        from bridge.plugins import open_transport
+        from bridge.plugin.manager import open_transport
 
         return ReliableTransport(
             open_transport(dlq.transport.url, "dlq"), Backoff(initial_s=0.2, max_s=2.0, max_attempts=3), stop

@@ -21,7 +21,6 @@ compares timestamp, origin and sequence number in that order.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from bridge.change import Change, Image, Operation, fingerprint, from_boto_image, to_boto_image
+from bridge.change import Change, Image, Operation, Outcome, fingerprint, from_boto_image, to_boto_image
 from bridge.errors import ConfigError, PermanentApplyError, TransientApplyError
 
 log = logging.getLogger(__name__)
@@ -65,12 +64,6 @@ class EchoCounter:
     def add(self) -> None:
         with self._lock:
             self.count += 1
-
-
-class Outcome(str, enum.Enum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"  # this exact version is already there
-    STALE = "stale"  # a newer version (or tombstone) is already there
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bridge.apply.loop import Applier
-from bridge.apply.target import Outcome, TargetTable
+from bridge.apply.target import TargetTable
 from bridge.bench.context import Bench, discard_memory_queue
 from bridge.bench.report import Figure, Goal
 from bridge.bench.workloads import ATTRIBUTES, KEY, KEY_SCHEMA, TIMESTAMP, Op, ProfileWorkload
-from bridge.change import Change, to_boto_image
-from bridge.deadletter import Parker
+from bridge.change import Change, Outcome, to_boto_image
+from bridge.deadletter.records import Parker
+from bridge.demo.workload import create_table
 from bridge.envelope import Batch, encode
 from bridge.errors import BridgeError
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.source.records import parse_record
 from bridge.transport import OutgoingMessage
 from bridge.transport.reliable import ReliableTransport
-from bridge.workload import create_table
 
 REGION, ORIGIN = "us-west-2", "cn-north-1"
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})

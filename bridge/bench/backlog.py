@@ -17,12 +17,12 @@ import orjson
 
 import bridge.cli.publish  # noqa: F401 - the same modules in memory as the real bridge-publish
 from bridge.bench.workloads import KEY, TIMESTAMP, BacklogStreams, ProfileWorkload
-from bridge.deadletter import Parker
+from bridge.deadletter.records import Parker
 from bridge.envelope import Signer
-from bridge.plugins import open_transport
-from bridge.publish import Publisher
-from bridge.source.checkpoints import open_checkpoint_store
+from bridge.plugin.manager import open_transport
+from bridge.publish.loop import Publisher
 from bridge.source.streams import StreamReader
+from bridge.state.checkpoints import open_checkpoint_store
 from bridge.transport.reliable import ReliableTransport
 
 

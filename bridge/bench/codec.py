@@ -13,13 +13,13 @@ from bridge.bench.context import Bench, discard_memory_queue
 from bridge.bench.report import Figure, Goal
 from bridge.bench.workloads import KEY, TIMESTAMP, BacklogStreams, ProfileWorkload, seed_b_message
 from bridge.change import Change
-from bridge.deadletter import Parker
+from bridge.deadletter.records import Parker
 from bridge.envelope import Batch, decode, encode, peek
-from bridge.plugins import open_transport
-from bridge.publish import Publisher
-from bridge.sender import envelope_id_for
-from bridge.source.checkpoints import SqliteCheckpointStore
+from bridge.plugin.manager import open_transport
+from bridge.publish.loop import Publisher
+from bridge.publish.sender import envelope_id_for
 from bridge.source.streams import StreamReader
+from bridge.state.checkpoints import SqliteCheckpointStore
 from bridge.transport.reliable import ReliableTransport
 
 ORIGIN, TABLE = "cn-north-1", "profiles"

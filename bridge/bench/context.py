@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from bridge.aws import AwsSide
-from bridge.emulator import moto_server
+from bridge.demo.emulator import moto_server
 from bridge.envelope import Signer, TrustStore, keygen
 from bridge.errors import BridgeError
 
@@ -195,7 +195,7 @@ def _use_emulator_credentials() -> None:
 
 def discard_memory_queue(url: str) -> None:
     """Empty an in-process (memory://) queue a figure filled, so the run leaves nothing behind."""
-    from bridge.plugins import open_transport
+    from bridge.plugin.manager import open_transport
 
     transport = open_transport(url, "consume")
     while batch := transport.receive(1000, 0):

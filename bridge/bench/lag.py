@@ -14,15 +14,14 @@ import threading
 import time
 from typing import Any
 
-from bridge.apply.target import Outcome
 from bridge.bench.context import Bench
 from bridge.bench.report import Figure, Goal
 from bridge.bench.workloads import ATTRIBUTES, KEY_SCHEMA, TIMESTAMP, ProfileWorkload
-from bridge.change import Change, Operation
+from bridge.change import Change, Operation, Outcome
 from bridge.config import ApplyConfig, PublishConfig
+from bridge.demo.workload import create_table
 from bridge.errors import BridgeError
 from bridge.wiring import build_applier, build_publisher
-from bridge.workload import create_table
 
 SOURCE_REGION, TARGET_REGION = "cn-north-1", "us-west-2"
 _DRAIN_TIMEOUT_S = 60

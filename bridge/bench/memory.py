@@ -24,8 +24,8 @@ from bridge.bench.backlog import peak_rss_kb
 from bridge.bench.context import Bench
 from bridge.bench.report import Figure, Goal
 from bridge.bench.workloads import ATTRIBUTES, KEY_SCHEMA
+from bridge.demo.workload import create_table
 from bridge.errors import BridgeError
-from bridge.workload import create_table
 
 TARGET_REGION = "us-west-2"
 _PUBLISH_TIMEOUT_S = 240

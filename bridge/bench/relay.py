@@ -169,7 +169,7 @@ def _guard(role: str, results: Any, fn: Callable[[], Any]) -> None:
 
 
 def _bridge_transport(url: str) -> Any:
-    from bridge.plugins import open_transport
+    from bridge.plugin.manager import open_transport
     from bridge.transport.reliable import ReliableTransport
 
     return ReliableTransport(open_transport(url, "bench"))
@@ -194,9 +194,9 @@ def _bridge_encoding_producer(url: str, produce: tuple[int, bytes], ready: Any, 
     import tempfile
     from pathlib import Path
 
-    from bridge.deadletter import Parker
+    from bridge.deadletter.records import Parker
     from bridge.envelope import Signer
-    from bridge.sender import Sender
+    from bridge.publish.sender import Sender
 
     def run() -> float:
         n, seed = produce
@@ -262,9 +262,8 @@ def _raw_producer(url: str, bodies: list[bytes], ready: Any, go: Any, results: A
         conn, queue = _kombu(url)
         channel = conn.channel()
         queue(channel).declare()
-        producer: Any = Producer(  # type: ignore[no-untyped-call]
-            channel, exchange=Exchange(""), routing_key=queue.name
-        )  # type: ignore[no-untyped-call]
+        exchange = Exchange("")  # type: ignore[no-untyped-call]
+        producer: Any = Producer(channel, exchange=exchange, routing_key=queue.name)  # type: ignore[no-untyped-call]
         ready.wait(_START_TIMEOUT_S)
         go.wait(_START_TIMEOUT_S)
         for body in bodies:  # confirm_publish: each publish returns once the broker confirmed it

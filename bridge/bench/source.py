@@ -15,13 +15,13 @@ from typing import Any
 from bridge.bench.context import Bench, discard_memory_queue
 from bridge.bench.report import Figure, Goal
 from bridge.bench.workloads import ATTRIBUTES, KEY, KEY_SCHEMA, TIMESTAMP, ProfileWorkload
-from bridge.deadletter import Parker
-from bridge.plugins import open_transport
-from bridge.publish import Publisher
-from bridge.source.checkpoints import SqliteCheckpointStore
+from bridge.deadletter.records import Parker
+from bridge.demo.workload import create_table
+from bridge.plugin.manager import open_transport
+from bridge.publish.loop import Publisher
 from bridge.source.streams import StreamReader
+from bridge.state.checkpoints import SqliteCheckpointStore
 from bridge.transport.reliable import ReliableTransport
-from bridge.workload import create_table
 
 REGION = "cn-north-1"
 _WRITE_BATCH = 25  # BatchWriteItem's limit; the emulator streams each item of a batch

@@ -1,1 +1,4 @@
-"""Console entry points: ``bridge-publish``, ``bridge-apply`` and the ``bridge`` admin command."""
+"""Console entry points: ``bridge-publish``, ``bridge-apply`` and the ``bridge`` admin command.
+
+Thin: parse, wire (through :mod:`bridge.wiring`), print. May import anything; nothing imports it.
+"""

@@ -57,11 +57,11 @@ def keygen(out_dir: str) -> None:
 def demo(changes: int, transport: str | None, seed: int, rate: float, bidirectional: bool) -> None:
     """Replicate a table between two emulated regions and check they end identical."""
     if bidirectional:
-        from bridge.demo_active import run_bidirectional_demo
+        from bridge.demo.bidirectional import run_bidirectional_demo
 
         result = run_bidirectional_demo(changes=min(changes, 200), transport=transport, seed=seed, rate=min(rate, 20.0))
         sys.exit(0 if result.identical else 1)
-    from bridge.demo import run_demo
+    from bridge.demo.oneway import run_demo
 
     result = run_demo(changes=changes, transport=transport, seed=seed, rate=rate)
     sys.exit(0 if result.identical else 1)
@@ -77,7 +77,7 @@ def plugins(as_json: bool) -> None:
     the command exits 4. BRIDGE_DISABLE_PLUGINS=name,... blocks plugins (shown as disabled).
     """
     from bridge.errors import PluginError
-    from bridge.plugins import plugin_set
+    from bridge.plugin.manager import plugin_set
 
     infos = plugin_set().infos
     if as_json:

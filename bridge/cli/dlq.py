@@ -26,7 +26,7 @@ from rich.table import Table
 
 from bridge import config
 from bridge.cli.common import handled, setup_logging
-from bridge.deadletter import FailureRecord, Kind, Parker, State, parked_url, wrap_foreign
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State, parked_url, wrap_foreign
 from bridge.errors import ApplyError, ConfigError, DecodeError
 from bridge.transport import Delivery, TransportURL
 from bridge.transport.reliable import Backoff, ReliableTransport
@@ -101,7 +101,7 @@ class Browser:
     def __init__(
         self, dlq: TransportURL, limit: int, retry: bool = True, parked: bool = True, wait: float = 2.0
     ) -> None:
-        from bridge.plugins import open_transport
+        from bridge.plugin.manager import open_transport
 
         self.limit = limit
         self.wait = wait
@@ -167,7 +167,7 @@ def dlq_url(dlq: str | None, config_file: str | None) -> TransportURL:
         return TransportURL.parse(str(data["dead_letter"]))
     if not data.get("transport"):
         raise ConfigError(f"{config_file} has neither dead_letter nor transport")
-    from bridge.plugins import open_transport
+    from bridge.plugin.manager import open_transport
 
     return open_transport(str(data["transport"]), "dlq").dead_letter_url()
 
@@ -414,7 +414,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     from bridge.apply.target import TargetTable
     from bridge.change import Change
     from bridge.envelope import TrustStore
-    from bridge.plugins import open_transport
+    from bridge.plugin.manager import open_transport
     from bridge.wiring import aws_side
 
     skipped = [h for h in held if h.record.kind is Kind.RECORD or (h.record.kind is Kind.CHANGE and not allow_unsigned)]

@@ -10,11 +10,11 @@ import click
 import orjson
 
 from bridge import config
-from bridge.bootstrap import run_alongside
 from bridge.cli.common import aws_side_options, common_options, handled, setup_logging, stop_on_signals
+from bridge.copy.bootstrap import run_alongside
 from bridge.wiring import build_bootstrap, build_publisher
 
-log = logging.getLogger("bridge.publish")
+log = logging.getLogger("bridge.publish.loop")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

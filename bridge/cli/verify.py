@@ -11,8 +11,8 @@ import orjson
 
 from bridge.aws import AwsSide
 from bridge.cli.common import handled, setup_logging
+from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
 from bridge.errors import ConfigError
-from bridge.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
 
 
 @click.command("verify")

@@ -2,6 +2,8 @@
 
 Layout and verification rules are specified in ``docs/envelope.md``; test vectors live
 in ``tests/vectors/envelope/``.
+
+May import: ``bridge.change``, ``bridge.errors``. Both sides use it; it knows neither.
 """
 
 from bridge.envelope.codec import (

@@ -3,17 +3,20 @@
 :class:`StreamReader` reads shards in lineage order and :func:`parse_record` turns each record into a
 :class:`~bridge.change.Change`; the publisher confirms what the transport accepted with
 :meth:`StreamReader.confirm`, which writes the :class:`CheckpointStore`.
+
+May import: ``bridge.change``, ``bridge.errors``, ``bridge.state`` (checkpoints), ``bridge.aws``.
+Never publish, apply, cli, demo or bench.
 """
 
-from bridge.source.checkpoints import (
+from bridge.source.records import parse_record, timestamp_us
+from bridge.source.streams import ShardRead, StreamReader
+from bridge.state.checkpoints import (
     Checkpoint,
     CheckpointStore,
     DynamoDBCheckpointStore,
     SqliteCheckpointStore,
     open_checkpoint_store,
 )
-from bridge.source.records import parse_record, timestamp_us
-from bridge.source.streams import ShardRead, StreamReader
 
 __all__ = [
     "Checkpoint",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.errors import ConfigError, DataLossError, SourceError
-from bridge.source.checkpoints import Checkpoint, CheckpointStore, later_sequence
+from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence
 
 __all__ = ["ShardRead", "StreamReader"]
 

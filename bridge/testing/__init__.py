@@ -17,6 +17,8 @@ A plugin's test module::
             ...  # delete the destination and its .dlq
 
 See docs/plugins.md.
+
+May import: ``bridge.errors``, ``bridge.transport``, ``bridge.plugin``: the kit tests transports alone.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ __all__ = [
 def make_transport() -> Iterator[Callable[..., Transport]]:
     """``make_transport(url, role="consume")``: a transport opened through the installed
     plugins, exactly as bridge-publish and bridge-apply open one; closed after the test."""
-    from bridge.plugins import plugin_set  # reads entry points: only when a test asks
+    from bridge.plugin.manager import plugin_set  # reads entry points: only when a test asks
 
     opened: list[Transport] = []
 

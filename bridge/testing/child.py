@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from bridge.plugins import open_transport
+from bridge.plugin.manager import open_transport
 from bridge.testing.support import digest, make_messages
 from bridge.transport import Delivery
 

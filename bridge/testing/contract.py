@@ -81,7 +81,7 @@ class TransportContract:
     # -- declarations ------------------------------------------------------------------
 
     def test_scheme_is_served_by_an_installed_plugin(self, transport_url: str) -> None:
-        from bridge.plugins import plugin_set
+        from bridge.plugin.manager import plugin_set
 
         url = TransportURL.parse(transport_url)
         cls = plugin_set().transport_class(url)  # UnknownTransportError names what is installed

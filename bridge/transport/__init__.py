@@ -5,6 +5,8 @@ the broker has confirmed every message), ``receive``, ``ack``, ``release`` and
 ``close``, and declares which of its exceptions are recoverable. Retrying, reconnecting,
 batching, dead-lettering and ack ordering are written once, in :mod:`bridge.transport.reliable`
 and the publish/apply loops.
+
+May import: ``bridge.errors`` only. Plugins (``plugins/``) build on this package.
 """
 
 from __future__ import annotations

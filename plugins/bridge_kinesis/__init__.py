@@ -12,7 +12,7 @@ URL::
         [&put_attempts=10]
 
 The stream's credentials come from its own parameters, never from the source or target side
-(see :mod:`bridge.aws`). ``create=true`` (the default) creates a missing stream on first use, like
+(see :mod:`bridge.aws.session`). ``create=true`` (the default) creates a missing stream on first use, like
 the applier's companion tables; ``create=false`` fails with a configuration error instead. The
 consumer's checkpoints live in ``checkpoint`` (default ``bridge-kinesis-STREAM.sqlite`` in the
 working directory), keyed by the stream ARN and ``consumer``. The dead-letter stream is

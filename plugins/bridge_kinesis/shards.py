@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from bridge.aws import error_code, is_throttling, map_client_error
 from bridge.errors import RecoverableTransportError
-from bridge.source.checkpoints import Checkpoint, CheckpointStore, later_sequence
+from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence
 from bridge.transport import Delivery
 
 log = logging.getLogger(__name__)

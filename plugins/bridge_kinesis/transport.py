@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from bridge.aws import CONNECTION_ERRORS, AwsTransportURL, aws_boundary, error_code, is_throttling
 from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, SourceError, TransportError
-from bridge.source.checkpoints import CheckpointStore, open_checkpoint_store
+from bridge.state.checkpoints import CheckpointStore, open_checkpoint_store
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_kinesis.producer import MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, Producer
 from bridge_kinesis.settings import KinesisSettings

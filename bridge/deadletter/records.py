@@ -222,7 +222,7 @@ def parked_url(dlq_url: TransportURL) -> TransportURL:
     destinations their own way: in the host part, a ``stream=`` parameter, ``NAME-dlq``
     for SQS) and renames the ``.dlq`` / ``-dlq`` it adds to ``.parked`` / ``-parked``.
     """
-    from bridge.plugins import plugin_set
+    from bridge.plugin.manager import plugin_set
 
     derived = plugin_set().transport_class(dlq_url)(dlq_url).dead_letter_url().raw
     original = dlq_url.raw
@@ -255,7 +255,7 @@ class Parker:
     def parked_queue(self) -> ReliableTransport | None:
         """The parked queue, opened on first use beside the retry queue."""
         if self._parked is None and self.dlq is not None:
-            from bridge.plugins import open_transport
+            from bridge.plugin.manager import open_transport
 
             url = parked_url(self.dlq.transport.url)
             self._parked = ReliableTransport(open_transport(url, "dlq"), self.dlq.backoff, self.dlq.stop)

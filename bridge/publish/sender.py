@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from bridge.change import Change
-from bridge.deadletter import FailureRecord, Kind, Parker, State
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Batch, Compression, Signer, encode
 from bridge.errors import MessageTooLargeError
 from bridge.transport import OutgoingMessage

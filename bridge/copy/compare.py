@@ -2,7 +2,7 @@
 
 Bridge-owned attributes (``_bridge*``) are ignored. Values compare by meaning, not spelling:
 sets are unordered, numbers compare as decimals (``1.50`` equals ``1.5``), maps and lists
-compare element by element under the same rules. ``bridge verify`` (:mod:`bridge.verify`)
+compare element by element under the same rules. ``bridge verify`` (:mod:`bridge.copy.verify`)
 uses :func:`item_digest` and :func:`key_bytes` to compare tables of any size;
 :func:`compare_tables` loads both tables into memory and suits small tables and tests.
 """

@@ -22,15 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bridge.apply.target import Outcome
 from bridge.aws import AwsSide
-from bridge.change import Change, Operation
-from bridge.compare import compare_tables
+from bridge.change import Change, Operation, Outcome
 from bridge.config import ApplyConfig, PublishConfig
-from bridge.emulator import moto_server
+from bridge.copy.compare import compare_tables
+from bridge.demo.emulator import moto_server
+from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
 from bridge.wiring import build_applier, build_publisher
-from bridge.workload import Workload, create_table, run_op
 
 SOURCE_REGION, TARGET_REGION = "cn-north-1", "us-west-2"
 TABLE = "users"

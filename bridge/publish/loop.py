@@ -15,26 +15,18 @@ from typing import Any
 
 import orjson
 
-from bridge.activeactive import LoopGuard
 from bridge.change import Change
-from bridge.deadletter import FailureRecord, Kind, Parker, State
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Compression, Signer
 from bridge.errors import RecordError
-from bridge.sender import Sender
+from bridge.publish.batching import BatchLimits, record_size
+from bridge.publish.loopguard import LoopGuard
+from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
 from bridge.source.streams import StreamReader
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    max_changes: int = 500
-    # Raw (uncompressed) change bytes per envelope; the encoded envelope is checked
-    # against the transport's limit as well and split when it does not fit.
-    max_bytes: int = 1024 * 1024
-    max_wait_s: float = 0.1
 
 
 @dataclass
@@ -165,7 +157,7 @@ class Publisher:
                 change = None
             if change is not None and self.guard is not None:
                 change = self.guard.admit(record, change)
-            size = _estimate(record, change)
+            size = record_size(record, change)
             if not self._buf.items:
                 self._buf.since = time.monotonic()
             self._buf.items.append(_Pending(shard_id, seq, change, size))
@@ -188,7 +180,7 @@ class Publisher:
 
     def _due(self) -> bool:
         buf = self._buf
-        if buf.changes >= self.limits.max_changes or buf.size >= self.limits.max_bytes:
+        if self.limits.full(buf.changes, buf.size):
             return True
         if buf.items and time.monotonic() - buf.since >= self.limits.max_wait_s:
             return True
@@ -196,13 +188,7 @@ class Publisher:
 
     def flush(self) -> None:
         """Publish a prefix of the buffer (within the limits), then checkpoint it."""
-        take, size, changes = 0, 0, 0
-        for item in self._buf.items:
-            if take and (changes >= self.limits.max_changes or size + item.size > self.limits.max_bytes):
-                break
-            take += 1
-            size += item.size
-            changes += item.change is not None
+        take, size, changes = self.limits.prefix((p.size, p.change is not None) for p in self._buf.items)
         prefix, rest = self._buf.items[:take], self._buf.items[take:]
         self.sender.send([p.change for p in prefix if p.change is not None])
         self._buf = _Buffer(rest, self._buf.size - size, self._buf.changes - changes, time.monotonic())
@@ -220,13 +206,3 @@ class Publisher:
             self._ended.discard(shard_id)
         if self.guard is not None:
             self.guard.commit()
-
-
-def _estimate(record: Any, change: Change | None) -> int:
-    if change is None:
-        return 0
-    size = record.get("dynamodb", {}).get("SizeBytes") if isinstance(record, dict) else None
-    if isinstance(size, int):
-        # binary travels as base64 text: assume the worst case of 4/3
-        return size * 4 // 3 + 64
-    return len(orjson.dumps(change.to_wire()))

@@ -33,8 +33,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from bridge.apply.target import Outcome
-from bridge.change import Change, Image, Operation, Version, fingerprint
+from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
 from bridge.errors import ApplyError, RecordError, SourceError
 from bridge.source.records import wire_image
 

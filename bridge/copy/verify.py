@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.bootstrap import COPY_MARGIN_S, scanned_change
 from bridge.change import Change, Image, Operation, Position, Version, from_boto_image, key_token, to_boto_image
-from bridge.compare import DEFAULT_PREFIX, canonical_bytes, item_digest, key_bytes
+from bridge.copy.bootstrap import COPY_MARGIN_S, scanned_change
+from bridge.copy.compare import DEFAULT_PREFIX, canonical_bytes, item_digest, key_bytes
+from bridge.copy.scan import ReadBudget, describe_counts, run_parallel, scan_segment
 from bridge.errors import ConfigError, RecordError, SourceError
-from bridge.scan import ReadBudget, describe_counts, run_parallel, scan_segment
-from bridge.sender import Sender
+from bridge.publish.sender import Sender
 from bridge.source.records import timestamp_us
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Copying the items a table already holds, while its stream goes on being replicated.
 
 A parallel scan reads the table segment by segment; every item becomes a put with a version
-(see :func:`scanned_change`) and travels through the same :class:`~bridge.sender.Sender`,
+(see :func:`scanned_change`) and travels through the same :class:`~bridge.publish.sender.Sender`,
 transport and last-writer-wins apply path as stream changes, so scan copies and stream changes
 may arrive in any order. A segment's position (``LastEvaluatedKey``) is saved only after the
 transport confirmed every item before it, so a killed copy resumes where it was confirmed and
@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -24,13 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from bridge.change import Change, Position, Version, from_boto_image, to_boto_image
-from bridge.deadletter import FailureRecord, Kind, State
+from bridge.copy.scan import ReadBudget, describe_counts, run_parallel, scan_segment
+from bridge.deadletter.records import FailureRecord, Kind, State
 from bridge.errors import RecordError
 from bridge.publish import BatchLimits, Publisher, PublishStats
-from bridge.scan import ReadBudget, describe_counts, run_parallel, scan_segment
-from bridge.scan_progress import ScanProgressStore
-from bridge.sender import Sender
+from bridge.publish.batching import chunks
+from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
+from bridge.state.scan_progress import ScanProgressStore
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class Bootstrap:
         oversize = sender.stats.oversize
         for page in pages:
             changes = [c for c in (self._change(item, where, sender) for item in page.items) if c is not None]
-            for chunk in _chunks(changes, self.limits):
+            for chunk in chunks(changes, self.limits):
                 sender.send(chunk)  # returns once the broker confirmed
             state = SegmentState(page.next_key, state.items + len(page.items), state.pages + 1, page.next_key is None)
             self.progress.save(self.run_name, _segment_name(segment), state.to_doc(), state.pages)
@@ -336,21 +337,6 @@ def _json_item(item: dict[str, Any]) -> bytes:
         return orjson.dumps(from_boto_image(item))
     except (TypeError, ValueError, orjson.JSONEncodeError):
         return orjson.dumps(item, default=str)
-
-
-def _chunks(changes: list[Change], limits: BatchLimits) -> Iterator[list[Change]]:
-    """Batches within the publish limits (count and raw size), in order."""
-    chunk: list[Change] = []
-    size = 0
-    for change in changes:
-        change_size = len(orjson.dumps(change.new_image)) + 64  # as it travels: JSON, binary as base64
-        if chunk and (len(chunk) >= limits.max_changes or size + change_size > limits.max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(change)
-        size += change_size
-    if chunk:
-        yield chunk
 
 
 class ProgressMeter:

@@ -19,14 +19,14 @@ from rich.table import Table
 
 from bridge.apply.loop import Applier
 from bridge.aws import AwsSide
-from bridge.compare import compare_tables
 from bridge.config import ApplyConfig, PublishConfig
-from bridge.demo import DemoResult, default_transport, emulator_credentials, start_thread
-from bridge.emulator import moto_server
+from bridge.copy.compare import compare_tables
+from bridge.demo.emulator import moto_server
+from bridge.demo.oneway import DemoResult, default_transport, emulator_credentials, start_thread
+from bridge.demo.workload import create_table
 from bridge.envelope import keygen
-from bridge.publish import Publisher
+from bridge.publish.loop import Publisher
 from bridge.wiring import build_applier, build_publisher
-from bridge.workload import create_table
 
 TABLE = "users"
 REGIONS = ("cn-north-1", "us-west-2")

@@ -22,7 +22,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.errors import ConfigError, SourceError
-from bridge.source.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore, open_checkpoint_store
+from bridge.state.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore, open_checkpoint_store
 
 Doc = dict[str, Any]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pluggy
 
-from bridge import hookspecs
 from bridge.errors import PluginError, UnknownTransportError
+from bridge.plugin import spec as hookspecs
 from bridge.transport import Transport, TransportURL
 
 log = logging.getLogger(__name__)

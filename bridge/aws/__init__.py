@@ -1,0 +1,35 @@
+"""AWS at the boundary: one way to build clients per side, and one policy for AWS errors.
+
+:mod:`~bridge.aws.session` builds boto3 clients for a side (credentials, role, SSM-held keys, proxy,
+timeouts, retry mode). Every module that calls AWS maps botocore errors through here.
+
+May import: ``bridge.errors``, ``bridge.transport`` (URL parsing for the AWS transports).
+"""
+
+from bridge.aws.session import (
+    AWS_PARAMS,
+    CONNECTION_ERRORS,
+    RETRYABLE_CODES,
+    AwsSide,
+    AwsTransportURL,
+    aws_boundary,
+    error_code,
+    is_throttling,
+    map_client_error,
+    param_flag,
+    param_number,
+)
+
+__all__ = [
+    "AWS_PARAMS",
+    "CONNECTION_ERRORS",
+    "RETRYABLE_CODES",
+    "AwsSide",
+    "AwsTransportURL",
+    "aws_boundary",
+    "error_code",
+    "is_throttling",
+    "map_client_error",
+    "param_flag",
+    "param_number",
+]

@@ -1,0 +1,29 @@
+"""Durable state on the publish side: stream checkpoints and scan progress, in SQLite or DynamoDB.
+
+A store spec is a path (SQLite file) or ``dynamodb://TABLE`` (a table shared by a fleet or by Lambda).
+
+May import: ``bridge.errors`` only; everything above uses it.
+"""
+
+from bridge.state.checkpoints import (
+    Checkpoint,
+    CheckpointStore,
+    DynamoDBCheckpointStore,
+    SqliteCheckpointStore,
+    later_sequence,
+    open_checkpoint_store,
+    sortable_sequence,
+)
+from bridge.state.scan_progress import ScanProgressStore, open_scan_progress
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "DynamoDBCheckpointStore",
+    "ScanProgressStore",
+    "SqliteCheckpointStore",
+    "later_sequence",
+    "open_checkpoint_store",
+    "open_scan_progress",
+    "sortable_sequence",
+]
