@@ -1,7 +1,7 @@
 """The Redis Streams plugin beyond the conformance kit: URL, trimming, failures, TLS.
 
 Against the real Redis at 127.0.0.1:6379 (BRIDGE_REDIS_URL overrides); the TLS test starts
-its own redis-server with a throwaway CA. The kit itself runs in tests/test_conformance.py.
+its own redis-server with a throwaway CA. The kit itself runs in tests/integration/end_to_end/test_conformance.py.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def test_wrong_credentials_are_fatal(base_url: str, unique: str) -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    from tests.test_amqp_transport import make_certificates
+    from tests.integration.rabbitmq.test_amqp_transport import make_certificates
 
     if shutil.which("redis-server") is None:
         services.missing("redis-server (to start a TLS Redis)")

@@ -27,7 +27,7 @@ from bridge.demo.workload import create_table
 from bridge.envelope import TrustStore, decode, keygen
 from bridge.plugin.manager import open_transport
 from bridge.wiring import build_applier
-from tests.test_bootstrap import KEYS, ORIGIN, item, key_of, seed
+from tests.integration.rabbitmq.test_bootstrap import KEYS, ORIGIN, item, key_of, seed
 
 STAMP = {"updated_at": {"N": "1700000000.5"}}
 OLD_VERSION = Version(1_700_000_000_500_000, ORIGIN, 7)

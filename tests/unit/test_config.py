@@ -9,7 +9,7 @@ from bridge.cli.admin import main as admin
 from bridge.config import ApplyConfig, PublishConfig, load
 from bridge.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name,model", [("publish", PublishConfig), ("apply", ApplyConfig)])

@@ -346,7 +346,7 @@ def test_atheris_finds_no_input_that_crashes_or_is_applied(
         [sys.executable, "-c", ATHERIS_MAIN, *args],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[3],
         env=env,
         timeout=3000,
         check=False,
@@ -370,7 +370,7 @@ ATHERIS_MAIN = """
 import sys, atheris
 with atheris.instrument_imports(include=["bridge"]):
     import bridge.apply.loop, bridge.apply.retry, bridge.deadletter.records, bridge.envelope.codec, bridge.change
-from tests.test_fuzz import atheris_main
+from tests.integration.aws.test_fuzz import atheris_main
 atheris_main(sys.argv[1:])
 """
 
@@ -388,5 +388,7 @@ def atheris_main(argv: list[str]) -> None:
     atheris.Fuzz()
 
 
-if __name__ == "__main__":  # by hand: FUZZ_ENDPOINT=... FUZZ_TABLE=... FUZZ_QUARANTINE=... python -m tests.test_fuzz
+if (
+    __name__ == "__main__"
+):  # by hand: FUZZ_ENDPOINT=... FUZZ_TABLE=... FUZZ_QUARANTINE=... python -m tests.integration.aws.test_fuzz
     os.execv(sys.executable, [sys.executable, "-c", ATHERIS_MAIN, *sys.argv[1:]])

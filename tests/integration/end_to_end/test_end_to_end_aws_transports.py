@@ -1,6 +1,6 @@
 """One-way replication end to end over the AWS transports: real processes, moto's server, SIGKILL.
 
-The shape of tests/test_end_to_end.py (bridge-publish + bridge-apply as processes, both killed
+The shape of tests/integration/end_to_end/test_end_to_end.py (bridge-publish + bridge-apply as processes, both killed
 mid-run, tables identical at the end, nothing dead-lettered) over ``kinesis://`` and ``sqs://``
 standard and FIFO, with fewer changes to keep CI short. All of DynamoDB, Streams, Kinesis and SQS
 are one moto server process.

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.config import ApplyConfig, PublishConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("model,example", [(PublishConfig, "publish"), (ApplyConfig, "apply")])

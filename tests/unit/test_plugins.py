@@ -20,7 +20,7 @@ from bridge.plugin import spec as hookspecs
 from bridge.plugin.manager import build_plugin_set
 from bridge.transport import OutgoingMessage, Transport, TransportURL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_builtins_load_through_entry_points() -> None:

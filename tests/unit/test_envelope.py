@@ -29,7 +29,7 @@ from bridge.envelope import (
 from bridge.envelope.codec import _seal
 from bridge.errors import DecodeError, SignatureError, UnsupportedVersionError
 
-VECTORS = Path(__file__).parent / "vectors" / "envelope"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "envelope"
 SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 SIGNER = Signer.from_seed(SEED)
 TRUST = TrustStore.of(SIGNER)

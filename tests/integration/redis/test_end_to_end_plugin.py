@@ -1,6 +1,6 @@
 """One-way replication end to end over plugin transports: real processes, SIGKILL both.
 
-The shape of tests/test_end_to_end.py (which runs amqp:// with more changes), shorter:
+The shape of tests/integration/end_to_end/test_end_to_end.py (which runs amqp:// with more changes), shorter:
 one run per scheme, so a third-party transport is held to the same standard.
 """
 

@@ -3,7 +3,7 @@
 Only the per-entry failures of SendMessageBatch cannot be produced on moto; that path runs through
 a wrapper around the real moto client that fails chosen entries, and says so. Round trips up to the
 limit, oversize refusal, release, close/reopen and a SIGKILLed consumer are the conformance kit's
-(tests/test_conformance.py runs it on a standard and a FIFO queue); this file covers the rest.
+(tests/integration/end_to_end/test_conformance.py runs it on a standard and a FIFO queue); this file covers the rest.
 """
 
 from __future__ import annotations

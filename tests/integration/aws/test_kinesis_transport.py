@@ -4,7 +4,8 @@ moto (server mode) gives real PutRecords/GetRecords/ListShards/checkpoint round 
 iterator expiry, partial PutRecords failures and throttling cannot be produced on it (see
 tests/scripted_kinesis.py for why); those paths run against a scripted client, or against moto
 through a wrapper that fails chosen entries, and each test says which. Round trips up to the limit
-and oversize refusal are the conformance kit's (tests/test_conformance.py); this file covers the rest.
+and oversize refusal are the conformance kit's
+(tests/integration/end_to_end/test_conformance.py); this file covers the rest.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = ROOT / "bridge"
 
 # The layers from the bottom up; each may import the packages named, and nothing else of ``bridge``.
