@@ -17,16 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = ROOT / "bridge"
 
 # The layers from the bottom up; each may import the packages named, and nothing else of ``bridge``.
-BASE = {"bridge.errors", "bridge.change"}
+BASE = {"bridge.errors", "bridge.change", "bridge.observe"}
 ALLOWED: dict[str, set[str]] = {
     "bridge.errors": set(),
+    "bridge.observe": {"bridge.errors"},
     "bridge.change": {"bridge.errors"},
     "bridge.config": {"bridge.errors"},
-    "bridge.state": {"bridge.errors"},
-    "bridge.transport": {"bridge.errors"},
+    "bridge.state": {"bridge.errors", "bridge.observe"},
+    "bridge.transport": {"bridge.errors", "bridge.observe"},
     "bridge.plugin": {"bridge", "bridge.errors", "bridge.transport"},
     "bridge.envelope": BASE,
-    "bridge.aws": {"bridge.errors", "bridge.transport"},
+    "bridge.aws": {"bridge.errors", "bridge.observe", "bridge.transport"},
     "bridge.deadletter": BASE | {"bridge.envelope", "bridge.transport", "bridge.plugin"},
     "bridge.source": BASE | {"bridge.state", "bridge.aws"},
     "bridge.publish": BASE
