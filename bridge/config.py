@@ -30,8 +30,10 @@ class _Common(BaseModel):
         Path("bridge-quarantine"), description="local directory for failures the dead-letter queue refused"
     )
     until_idle: float | None = Field(None, ge=0, description="exit 0 once nothing arrived for this many seconds")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_json: bool = Field(
+        False, description="log one JSON object per line", json_schema_extra={"flag": "--log-json/--log-text"}
+    )
     # Every AWS call of the source/target side (transports take their own from their URL).
     aws_connect_timeout: float = Field(5.0, gt=0, description="seconds to open a connection to an AWS endpoint")
     aws_read_timeout: float = Field(30.0, gt=0, description="seconds to wait for an AWS response")
@@ -51,12 +53,14 @@ class _Common(BaseModel):
 
 
 class PublishConfig(_Common):
-    source_table: str = Field(min_length=3, max_length=255)
-    source_region: str
-    source_endpoint: str | None = None
-    source_profile: str | None = None
+    source_table: str = Field(min_length=3, max_length=255, description="table whose stream is replicated")
+    source_region: str = Field(description="region of the source table")
+    source_endpoint: str | None = Field(None, description="endpoint URL override (emulators, VPC endpoints)")
+    source_profile: str | None = Field(None, description="AWS profile for the source side")
     source_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="role to assume (STS) for the source")
-    source_external_id: str | None = Field(None, min_length=2, max_length=1224)
+    source_external_id: str | None = Field(
+        None, min_length=2, max_length=1224, description="external id for assuming source_role_arn"
+    )
     source_proxy: str | None = Field(None, pattern=_PROXY, description="HTTP(S) proxy for the source side's AWS calls")
     source_ssm_access_key_param: str | None = Field(None, description="SSM parameter holding the access key id")
     source_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
@@ -65,29 +69,43 @@ class PublishConfig(_Common):
         None, pattern=r"^[A-Za-z0-9._:-]+$", description="name of this replica in versions (default: source_region)"
     )
     timestamp_attribute: str | None = Field(None, description="application attribute holding the write time")
-    signing_key: Path
+    signing_key: Path = Field(description="Ed25519 private key (bridge keygen)")
     checkpoint: str = Field(
         "bridge-checkpoints.sqlite", description="SQLite path, or dynamodb://TABLE (in the source account)"
     )
-    start_position: Literal["trim-horizon", "latest"] = "trim-horizon"
-    on_trimmed: Literal["fail", "trim-horizon"] = "fail"
-    compression: Literal["zstd", "zlib", "none"] = "zstd"
-    batch_max_changes: int = Field(500, ge=1, le=10_000)
-    batch_max_bytes: int = Field(1024 * 1024, ge=1024)
-    batch_max_wait: float = Field(0.1, ge=0, le=60)
+    start_position: Literal["trim-horizon", "latest"] = Field(
+        "trim-horizon", description="where a shard without a checkpoint starts"
+    )
+    on_trimmed: Literal["fail", "trim-horizon"] = Field(
+        "fail", description="when records were trimmed before being read: stop, or go on from the oldest"
+    )
+    compression: Literal["zstd", "zlib", "none"] = Field("zstd", description="envelope compression")
+    batch_max_changes: int = Field(500, ge=1, le=10_000, description="changes per envelope at most")
+    batch_max_bytes: int = Field(1024 * 1024, ge=1024, description="raw change bytes per envelope at most")
+    batch_max_wait: float = Field(0.1, ge=0, le=60, description="seconds a change may wait for its batch to fill")
     ttl_deletes: Literal["replicate", "ignore"] = Field(
         "replicate", description="deletes made by DynamoDB TTL: ship them, or leave them to each replica's own TTL"
     )
-    active_active: bool = Field(False, description="this table is also written by bridge-apply: never ship its writes")
+    active_active: bool = Field(
+        False,
+        description="this table is also written by bridge-apply: never ship its writes",
+        json_schema_extra={"flag": "--active-active/--one-way"},
+    )
     attribute_prefix: str = Field(
         "_bridge",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="active-active: as bridge-apply's setting on this table",
     )
-    tombstone_table: str | None = Field(None, description="active-active: as bridge-apply's setting on this table")
+    tombstone_table: str | None = Field(
+        None, description="active-active: bridge-apply's tombstone table for this table"
+    )
     # Bootstrap: copy the items the table already holds (docs/bootstrap.md).
     bootstrap: bool = Field(False, description="copy existing items (parallel scan), then go on with the stream")
-    bootstrap_force: bool = Field(False, description="copy again even if an earlier bootstrap completed")
+    bootstrap_force: bool = Field(
+        False,
+        description="copy again even if an earlier bootstrap completed",
+        json_schema_extra={"flag": "--bootstrap-force"},
+    )
     bootstrap_segments: int = Field(8, ge=1, le=1_000_000, description="parallel scan segments (resume units)")
     bootstrap_rcu: float | None = Field(None, gt=0, description="read capacity units per second for the scan")
     bootstrap_page_items: int | None = Field(None, ge=1, le=100_000, description="items per scan page")
@@ -98,19 +116,23 @@ class PublishConfig(_Common):
 
 
 class ApplyConfig(_Common):
-    target_table: str = Field(min_length=3, max_length=255)
-    target_region: str
-    target_endpoint: str | None = None
-    target_profile: str | None = None
+    target_table: str = Field(min_length=3, max_length=255, description="table the changes are applied to")
+    target_region: str = Field(description="region of the target table")
+    target_endpoint: str | None = Field(None, description="endpoint URL override (emulators, VPC endpoints)")
+    target_profile: str | None = Field(None, description="AWS profile for the target side")
     target_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="role to assume (STS) for the target")
-    target_external_id: str | None = Field(None, min_length=2, max_length=1224)
+    target_external_id: str | None = Field(
+        None, min_length=2, max_length=1224, description="external id for assuming target_role_arn"
+    )
     target_proxy: str | None = Field(None, pattern=_PROXY, description="HTTP(S) proxy for the target side's AWS calls")
     target_ssm_access_key_param: str | None = Field(None, description="SSM parameter holding the access key id")
     target_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
     target_ssm_region: str | None = Field(None, description="region of those SSM parameters (local side)")
-    trusted_keys: Path
-    attribute_prefix: str = Field("_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    tombstone_table: str | None = None
+    trusted_keys: Path = Field(description="public key file or directory of *.pub keys")
+    attribute_prefix: str = Field(
+        "_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="prefix of bridge-owned attributes"
+    )
+    tombstone_table: str | None = Field(None, description="companion table for delete tombstones")
     tombstone_ttl_days: float = Field(14, gt=1, description="must outlive stream retention + transport delay")
     create: bool = Field(True, description="create companion resources (tombstone table) if missing")
     origin: str | None = Field(
@@ -118,8 +140,8 @@ class ApplyConfig(_Common):
         pattern=r"^[A-Za-z0-9._:-]+$",
         description="this replica's origin name, to count echo traffic (default: target_region)",
     )
-    workers: int = Field(8, ge=1, le=256)
-    prefetch: int = Field(16, ge=1, le=1000)
+    workers: int = Field(8, ge=1, le=256, description="parallel writers (changes to one key stay in order)")
+    prefetch: int = Field(16, ge=1, le=1000, description="messages taken from the transport at once")
     # Dead-letter retries (docs/dead-letters.md): in place first, then from the retry queue.
     transient_retries: int = Field(4, ge=0, le=20, description="in-place retries of a throttled/timed-out write")
     retry_max_attempts: int = Field(20, ge=1, le=1000, description="attempts before a failing change is parked")

@@ -10,7 +10,8 @@ import click
 import orjson
 
 from bridge import config
-from bridge.cli.common import aws_side_options, common_options, handled, setup_logging, stop_on_signals
+from bridge.cli.common import handled, setup_logging, stop_on_signals
+from bridge.cli.options import settings_options
 from bridge.copy.bootstrap import run_alongside
 from bridge.wiring import build_bootstrap, build_publisher
 
@@ -18,43 +19,7 @@ log = logging.getLogger("bridge.publish.loop")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--source-table", help="table whose stream is replicated")
-@click.option("--source-region", help="region of the source table")
-@click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
-@click.option("--source-profile", help="AWS profile for the source side")
-@aws_side_options("source")
-@click.option("--origin", help="this replica's name in versions (default: source region)")
-@click.option("--timestamp-attribute", help="application attribute holding the write time")
-@click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")
-@click.option("--checkpoint", help="SQLite path or dynamodb://TABLE")
-@click.option("--start-position", type=click.Choice(["trim-horizon", "latest"]))
-@click.option(
-    "--on-trimmed",
-    type=click.Choice(["fail", "trim-horizon"]),
-    help="when records were trimmed before being read: stop (default) or go on from the oldest",
-)
-@click.option("--compression", type=click.Choice(["zstd", "zlib", "none"]))
-@click.option("--batch-max-changes", type=int)
-@click.option("--batch-max-bytes", type=int)
-@click.option("--batch-max-wait", type=float, help="seconds a change may wait for its batch to fill")
-@click.option("--ttl-deletes", type=click.Choice(["replicate", "ignore"]), help="deletes made by DynamoDB TTL")
-@click.option(
-    "--active-active/--one-way",
-    default=None,
-    help="the source table is also written by bridge-apply (two-way replication)",
-)
-@click.option("--attribute-prefix", help="active-active: bridge-apply's attribute prefix on this table")
-@click.option("--tombstone-table", help="active-active: bridge-apply's tombstone table for this table")
-@click.option(
-    "--bootstrap/--no-bootstrap",
-    default=None,
-    help="first copy the items the table holds (resumable parallel scan), then go on with the stream",
-)
-@click.option("--bootstrap-force", is_flag=True, default=None, help="copy again although a bootstrap completed")
-@click.option("--bootstrap-segments", type=int, help="parallel scan segments (default 8)")
-@click.option("--bootstrap-rcu", type=float, help="read capacity units per second the copy may use (default: no limit)")
-@click.option("--bootstrap-page-items", type=int, help="items per scan page (default: DynamoDB's 1 MB pages)")
-@common_options
+@settings_options(config.PublishConfig)
 @handled
 def main(config_file: str | None, **flags: Any) -> None:
     """Read the source table's stream and ship signed, compressed batches to the transport."""

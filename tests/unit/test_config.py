@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +77,30 @@ def test_check_config_cli(tmp_path: Path) -> None:
     result = runner.invoke(admin, ["check-config", str(bad)])
     assert result.exit_code == ConfigError.exit_code
     assert "target_region: required" in result.output
+
+
+@pytest.mark.parametrize("command,model", [("publish", PublishConfig), ("apply", ApplyConfig)])
+def test_each_setting_has_one_name_across_yaml_env_and_flag(command: str, model: type, tmp_path: Path) -> None:
+    """Flags are generated from the models: one per setting, named after it, and nothing else but --config."""
+    import importlib
+
+    cli = importlib.import_module(f"bridge.cli.{command}").main
+    options = {p.name: p for p in cli.params if isinstance(p, click.Option)}
+    assert set(options) - {"config_file", "help"} == set(model.model_fields)
+    for name, field in model.model_fields.items():
+        flags = options[name].opts
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        assert f"--{name.replace('_', '-')}" in flags or extra.get("flag"), (name, flags)
+        assert field.description, f"{name}: describe the setting (the flag's help and README say it)"
+    # The same setting, three ways, reaches the same field.
+    required = {n for n, f in model.model_fields.items() if f.is_required()}
+    values = {"transport": "memory://q", "signing_key": "k", "trusted_keys": "k"}
+    base = {n: values.get(n, "name-x") for n in required}
+    f = tmp_path / "c.yaml"
+    f.write_text("".join(f"{k}: {v}\n" for k, v in base.items()) + "batch_max_wait: 0.5\n" * (command == "publish"))
+    from_file = load(model, f, {}, environ={})
+    env = {f"BRIDGE_{k.upper()}": str(v) for k, v in base.items()}
+    assert load(model, None, {}, environ=env) == load(model, None, base, environ={})
+    assert from_file.transport == "memory://q"
+    result = CliRunner().invoke(cli, ["--config", str(f), "--transport", "memory://", "--log-level", "bogus"])
+    assert result.exit_code != 0 and "bogus" in result.output
