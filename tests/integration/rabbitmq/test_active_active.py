@@ -6,8 +6,10 @@ publisher is SIGKILLed and restarted mid-run. The tables must end identical, wit
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -57,6 +59,20 @@ def last_json(log: Path, key: str) -> list[dict[str, Any]]:
 
 @pytest.mark.rabbitmq
 @pytest.mark.aws
+def wait_for_checkpoint(path: Path, proc: Any, timeout: float) -> None:
+    """Until the SQLite checkpoint file holds a saved position (read-only: the publisher owns it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the publisher exited"
+        if path.exists():
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+                if any(db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables):
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint in {path} after {timeout} s")
+
+
 def test_two_regions_converge_with_no_echo(amqp_url: str, unique: str, tmp_path: Path) -> None:
     with moto_server() as ep_a, moto_server() as ep_b:
         regions = {"a": ("cn-north-1", ep_a), "b": ("us-west-2", ep_b)}
@@ -114,7 +130,8 @@ def test_two_regions_converge_with_no_echo(amqp_url: str, unique: str, tmp_path:
         try:
             for w in writers:
                 w.start()
-            time.sleep(2.0)
+            # Kill on observed progress: once pub-a has shipped and checkpointed something.
+            wait_for_checkpoint(tmp_path / "cp-a.sqlite", procs["pub-a"], timeout=60)
             procs["pub-a"].send_signal(signal.SIGKILL)
             procs["pub-a"].wait()
             procs["pub-a"] = start("bridge.cli.publish", pub_args["a"], log["a"])

@@ -479,7 +479,10 @@ def run_bootstrap_under_writes(
                 assert time.monotonic() < deadline, "bootstrap did not finish"
                 time.sleep(0.5)
             writes_during_copy = writer.writes
-            time.sleep(2.0)  # and a little more after it
+            # and a few more writes after it (observed, not slept for)
+            while writer.writes < writes_during_copy + 10 and writer.error is None:
+                assert time.monotonic() < deadline + 60, "the writer stalled"
+                time.sleep(0.05)
         finally:
             writer.stop.set()
             writer.join(30)
