@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bridge.aws import CONNECTION_ERRORS, AwsTransportURL, aws_boundary, error_code, is_throttling
-from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, SourceError, TransportError
+from bridge.errors import ConfigError, RecoverableTransportError, SourceError, TransportError
 from bridge.source.checkpoints import CheckpointStore, open_checkpoint_store
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_kinesis.producer import MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, Producer
@@ -48,12 +48,6 @@ class KinesisTransport(Transport):
     # -- publishing ------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:  # all checked before the first one is sent
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; a Kinesis record on {self.where} takes at"
-                    f" most {self.max_message_bytes} (1 MiB including the partition key)"
-                )
         if not messages:
             return
         with aws_boundary("publish", self.where):
