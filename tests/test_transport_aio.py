@@ -63,7 +63,7 @@ def test_a_hung_coroutine_is_cancelled_with_a_recoverable_error() -> None:
             raise
 
     try:
-        with pytest.raises(RecoverableTransportError, match="no answer within 0.2 s"):
+        with pytest.raises(RecoverableTransportError, match=r"no answer within 0\.2 s"):
             loop_thread.run(hang(), timeout=0.2)
         assert cancelled.wait(5), "the coroutine was left running on the loop"
     finally:

@@ -13,6 +13,7 @@ from typing import ClassVar
 import pytest
 
 from bridge.errors import MessageTooLargeError
+from bridge.testing.failures import FailureCases
 from bridge.testing.support import (
     Child,
     digest,
@@ -22,7 +23,6 @@ from bridge.testing.support import (
     receive_for,
     receive_until,
 )
-from bridge.testing.failures import FailureCases
 from bridge.transport import MAX_MESSAGE_ID, Delivery, OutgoingMessage, Transport, TransportURL
 from bridge.transport.reliable import ReliableTransport
 

@@ -69,6 +69,16 @@ class KinesisTransport(Transport):
                 if isinstance(cause, CONNECTION_ERRORS) or (isinstance(cause, ClientError) and is_throttling(cause)):
                     raise RecoverableTransportError(f"{self.where}: {exc}") from exc
                 raise TransportError(f"{self.where}: {exc}") from exc
+            except (ClientError, TransportError) as exc:
+                cause = exc if isinstance(exc, ClientError) else exc.__cause__
+                if not (isinstance(cause, ClientError) and error_code(cause) == "ResourceNotFoundException"):
+                    raise
+                # Recreating would give new shards whose sequence numbers the checkpoints do
+                # not know: say so instead of guessing where to resume.
+                raise ConfigError(
+                    f"Kinesis stream {self.settings.stream!r} was deleted while being read ({self.where});"
+                    " recreate it and delete the checkpoints of the old one before starting again"
+                ) from exc
 
     def ack(self, delivery: Delivery) -> None:
         handle = self._handle(delivery, "ack")

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 MAX_SQS_BYTES = 1024 * 1024  # SendMessage / SendMessageBatch, body + attributes (was 256 KiB until 2025)
 MIN_SQS_BYTES = 1024
-# The message id attribute (name, type, value of at most 128 characters) with room to spare.
+# The message id attribute (name, type, value of at most MAX_MESSAGE_ID = 200 characters) with room to spare.
 ATTRIBUTE_RESERVE = 256
 _QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _ACCOUNT = re.compile(r"^\d{12}$")

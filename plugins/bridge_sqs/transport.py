@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -90,7 +91,7 @@ class SqsTransport(Transport):
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        with aws_boundary("publish", self.where):
+        with aws_boundary("publish", self.where), self._queue_gone("publish"):
             queue_url = self._queue()
             entries = [self._entry(m) for m in messages]
             # Core retries a batch whose entries SQS partly failed; send only what it did not take.
@@ -99,7 +100,8 @@ class SqsTransport(Transport):
             self._confirmed.clear()
 
     def _entry(self, message: OutgoingMessage) -> dict[str, Any]:
-        message_id = message.message_id if len(message.message_id) <= 128 else fifo_token(message.message_id)
+        # The whole id (core's are at most MAX_MESSAGE_ID characters, which ATTRIBUTE_RESERVE allows).
+        message_id = message.message_id
         entry: dict[str, Any] = {
             "MessageBody": base64.b64encode(message.body).decode("ascii"),
             "MessageAttributes": {ID_ATTRIBUTE: {"DataType": "String", "StringValue": message_id}},
@@ -144,7 +146,7 @@ class SqsTransport(Transport):
     # -- consuming -------------------------------------------------------------------------------
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        with aws_boundary("receive", self.where):
+        with aws_boundary("receive", self.where), self._queue_gone("receive"):
             queue_url = self._queue()
             self._delete_acked()
             deadline = time.monotonic() + timeout
@@ -276,6 +278,18 @@ class SqsTransport(Transport):
                 self._announced = True
             self._client = side.client("sqs")
         return self._client
+
+    @contextlib.contextmanager
+    def _queue_gone(self, action: str) -> Iterator[None]:
+        """The queue was deleted under us: recoverable, and looked up (or created, with
+        create=true) again after core's reconnect."""
+        try:
+            yield
+        except ClientError as exc:
+            if error_code(exc) not in _NO_QUEUE:
+                raise
+            self._queue_url = None
+            raise RecoverableTransportError(f"{action} on {self.where}: the queue was deleted ({exc})") from exc
 
     def _queue(self) -> str:
         if self._queue_url is None:

@@ -118,8 +118,9 @@ class NatsTransport(Transport):
         self.connect()
         msgs: list[Msg] = self._run(self._pull(max_messages, max(timeout, MIN_PULL_S)), timeout)
         self._held.update((m.reply, m) for m in msgs)
-        headers = [m.headers or {} for m in msgs]
-        return [Delivery(m.data, h.get("Nats-Msg-Id"), m.metadata.num_delivered > 1, m.reply) for m, h in zip(msgs, headers)]
+        return [
+            Delivery(m.data, (m.headers or {}).get("Nats-Msg-Id"), m.metadata.num_delivered > 1, m.reply) for m in msgs
+        ]
 
     async def _pull(self, count: int, wait: float) -> list[Msg]:
         js = self._nc.jetstream(timeout=self.fail_within)

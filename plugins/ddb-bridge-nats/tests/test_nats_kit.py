@@ -8,6 +8,7 @@ case starts its own nats-server with a password on a free loopback port (``nats-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -45,10 +46,8 @@ def admin(action: Callable[[nats.NATS], object]) -> None:
 async def delete_streams(nc: nats.NATS, *names: str) -> None:
     js = nc.jetstream()
     for name in names:
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(name)
-        except nats.js.errors.NotFoundError:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,7 @@ class TestNatsTransport(TransportContract):
     @pytest.fixture
     def delete_destination(self) -> Callable[[str], None]:
         def delete(url: str) -> None:
-            stream = url.split("?")[0].rsplit("/", 1)[1]
+            stream = url.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
             admin(lambda nc: delete_streams(nc, stream))
 
         return delete
