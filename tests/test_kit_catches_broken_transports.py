@@ -122,7 +122,7 @@ def test_the_memory_transport_itself_passes_the_deleted_destination_case() -> No
 
 
 def test_swallowed_duplicate_ids_fail_the_message_id_case() -> None:
-    with pytest.raises(AssertionError, match="dropped it as a repeat. Deduplicate on the whole message id"):
+    with pytest.raises(AssertionError, match=r"dropped it as a repeat\. Deduplicate on the whole message id"):
         Kit().test_changed_bodies_under_new_ids_are_never_swallowed(SwallowsLongIds(TransportURL.parse(fresh_url())))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bridge import hookspecs
-from bridge.errors import MessageTooLargeError, UnknownTransportError
+from bridge.errors import ConfigError, UnknownTransportError
 from bridge.plugins import build_plugin_set
 from bridge.transport import OutgoingMessage, Transport, TransportURL
 
@@ -171,8 +171,10 @@ def test_template_is_never_loaded_but_is_a_working_skeleton(monkeypatch: pytest.
     [cls] = skeleton.bridge_transports()
     assert issubclass(cls, Transport) and cls.schemes == ("myq",)
     transport = cls(TransportURL.parse("myq://127.0.0.1:7000/orders"))
-    with pytest.raises(MessageTooLargeError, match="big"):
-        transport.publish([OutgoingMessage(b"\0" * (cls.max_message_bytes + 1), "big", "p")])
+    # Its URL shape works with core's default naming of dead-letter and parked destinations.
+    assert transport.sibling("dlq").raw == "myq://127.0.0.1:7000/orders.dlq"
+    with pytest.raises(ConfigError, match="names no destination"):
+        cls(TransportURL.parse("myq://127.0.0.1:7000/"))
     with pytest.raises(NotImplementedError):
         transport.publish([OutgoingMessage(b"x", "small", "p")])
     transport.close()

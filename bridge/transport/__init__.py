@@ -159,14 +159,21 @@ class Transport(abc.ABC):
         """The destination beside this one on the same broker, named ``NAME<separator><suffix>``:
         core asks for ``"dlq"`` (failures) and, on the dead-letter queue, ``"parked"``.
 
-        Default: the ``queue=`` parameter if the URL has one, else the host part
-        (``memory://NAME``, ``kinesis://STREAM``). Override it if your destination is named
-        elsewhere, or set :attr:`name_separator` if your broker forbids ``.`` in names.
+        Default: NAME is the ``queue=`` parameter if the URL has one, else the path
+        (``myq://HOST/NAME``), else the host part (``memory://NAME``, ``kinesis://STREAM``).
+        Override it if your destination is named elsewhere, or set :attr:`name_separator` if
+        your broker forbids ``.`` in names.
         """
+        name = f"{{}}{self.name_separator}{suffix}"
         queue = self.url.params.get("queue")
         if queue:
-            return self.url.replace(queue=f"{queue}{self.name_separator}{suffix}")
-        return self.url.with_netloc(f"{self.url.netloc}{self.name_separator}{suffix}")
+            return self.url.replace(queue=name.format(queue))
+        if self.url.path.strip("/"):
+            path = name.format(self.url.path.rstrip("/"))
+            return TransportURL.parse(
+                urlunsplit((self.url.scheme, self.url.netloc, path, urlencode(self.url.params), ""))
+            )
+        return self.url.with_netloc(name.format(self.url.netloc))
 
     def dead_letter_url(self) -> TransportURL:
         """Where failures go unless configured otherwise."""

@@ -6,7 +6,6 @@ import logging
 import re
 from collections.abc import Coroutine, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -153,6 +152,3 @@ class NatsTransport(Transport):
             await nc.close()  # flushes the acks and naks
 
         self._loop.stop(shut() if nc is not None else None)
-
-    def sibling(self, suffix: str) -> TransportURL:
-        return TransportURL.parse(urlunsplit(urlsplit(self.url.raw)._replace(path=f"/{self.stream}-{suffix}")))
