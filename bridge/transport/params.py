@@ -114,6 +114,11 @@ class UrlParams:
             raise ConfigError(f"ssl_key without ssl_cert in {self.where!r}")
         return tls
 
+    def ssl_context(self, tls_schemes: Iterable[str]) -> ssl.SSLContext | None:
+        """:meth:`tls` as the ``ssl.SSLContext`` most client libraries take, or None."""
+        tls = self.tls(tls_schemes)
+        return tls.context() if tls else None
+
     def credentials(self) -> tuple[str | None, str | None]:
         """User and password from the URL's netloc, percent-decoded."""
         parts = urlsplit(self.url.raw)

@@ -13,13 +13,9 @@ password or a token in the URL, or a ``.creds`` file (``creds=``), or an NKEY se
 (``nkey=``). The dead-letter stream is ``STREAM-dlq`` (JetStream names cannot hold ``.``).
 """
 
-from __future__ import annotations
-
 from bridge import hookimpl
 from bridge.transport import Transport
 from bridge_nats.transport import NatsTransport
-
-__all__ = ["NatsTransport", "bridge_transports"]
 
 
 @hookimpl

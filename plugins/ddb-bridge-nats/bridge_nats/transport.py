@@ -1,48 +1,30 @@
 """The NATS JetStream transport: confirmed publishes, one durable pull consumer per stream."""
 
-from __future__ import annotations
-
-import logging
-import re
+import contextlib
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import nats
-import nats.errors
-import nats.js.errors
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, StaleConnectionError
 from nats.js.api import ConsumerConfig
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from bridge.errors import ConfigError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge.transport.aio import LoopThread
 from bridge.transport.params import TLS_PARAMS, UrlParams
 
-log = logging.getLogger(__name__)
-
 KNOWN_PARAMS = frozenset({"consumer", "ack_wait", "connect_timeout", "creds", "nkey", *TLS_PARAMS})
 # Headers count against the server's max_payload: NATS/1.0 and Nats-Msg-Id with an id of up
 # to MAX_MESSAGE_ID characters, with room to spare.
 HEADER_ROOM = 512
-STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# A pull is a request: with nothing to wait for it still needs one round trip to the server.
-MIN_PULL_S = 0.2
-# Reconnecting may help after these. Wrong credentials (nats.errors.Error) and a rejected
-# certificate (ssl.SSLCertVerificationError) are not among them.
-RECOVERABLE: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    TimeoutError,  # nats.errors.TimeoutError too
-    nats.errors.NoServersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.StaleConnectionError,
-    nats.errors.NoRespondersError,  # the stream was deleted under a publisher
-    nats.js.errors.NotFoundError,  # ... or under a consumer
-    nats.js.errors.ServiceUnavailableError,
-)
-
-
-async def _quiet(exc: Exception) -> None:
-    log.debug("nats: %s", exc)  # the caller gets the error itself; no traceback on stderr
+ID = "Nats-Msg-Id"  # JetStream deduplicates on it within the stream's duplicate window
+# Reconnecting may help after these; NoResponders and NotFound: the stream was deleted under us.
+# Wrong credentials (nats.errors.Error) and a rejected certificate (ssl.SSLCertVerificationError)
+# are not among them. TimeoutError covers nats.errors.TimeoutError.
+_LOST = (NoServersError, ConnectionClosedError, StaleConnectionError, NoRespondersError, NotFoundError)
+RECOVERABLE: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, *_LOST, ServiceUnavailableError)
 
 
 class NatsTransport(Transport):
@@ -62,29 +44,25 @@ class NatsTransport(Transport):
     def __init__(self, url: TransportURL) -> None:
         super().__init__(url)
         params = UrlParams(url, KNOWN_PARAMS)
-        self.where, self.stream = params.where, url.path.strip("/")
-        if not STREAM_NAME.match(self.stream):
-            raise ConfigError(f"{self.where!r} must name a stream of letters, digits, - and _: nats://HOST/STREAM")
+        self.stream = url.path.strip("/")
+        if not self.stream.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{params.where!r} must name a stream of letters, digits, - and _: nats://HOST/STREAM")
         self.consumer = params.text("consumer", "bridge")
         self.ack_wait = params.number("ack_wait", 60.0, float, minimum=0.5)
         connect_timeout = params.number("connect_timeout", 2.0, float, minimum=0.1)
-        self.fail_within = connect_timeout + 3.0
+        self.fail_within = connect_timeout + 3.0  # the connect, then the stream's creation
         user, password = params.credentials()
         host, port = params.host_port(4222)
-        tls = params.tls(("tls",))
+        auth = {"user": user, "password": password} if password else {"token": user} if user else {}
+        files = {"user_credentials": params.file("creds"), "nkeys_seed": params.file("nkey")}
+        # No reconnecting inside nats-py (allow_reconnect): core's retry loop is the one loop.
         self._options: dict[str, Any] = {
-            "servers": [f"{url.scheme}://{host}:{port}"],
-            "connect_timeout": connect_timeout,
-            # No reconnecting inside nats-py: core's retry loop is the one loop.
             "allow_reconnect": False,
-            "max_reconnect_attempts": 0,
-            "error_cb": _quiet,
-            "tls": tls.context() if tls else None,
-            "tls_hostname": tls.hostname if tls else None,
-            "user_credentials": params.file("creds"),
-            "nkeys_seed": params.file("nkey"),
-            **({"user": user, "password": password} if password else {"token": user} if user else {}),
+            "tls": params.ssl_context(("tls",)),
+            **auth,
+            **files,
         }
+        self._options |= {"servers": [f"{url.scheme}://{host}:{port}"], "connect_timeout": connect_timeout}
         self._loop = LoopThread(f"nats {self.stream}")
         self._nc: Any = None
         self._sub: Any = None
@@ -98,37 +76,33 @@ class NatsTransport(Transport):
             self._nc, self._sub, self._held = None, None, {}
             self._nc = self._run(nats.connect(**self._options))
             self.max_message_bytes = min(self.max_message_bytes, self._nc.max_payload - HEADER_ROOM)
-            self._run(self._stream())
-
-    async def _stream(self) -> None:
-        js = self._nc.jetstream()
-        try:
-            await js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:  # first use, or deleted under us: (re)create it
-            await js.add_stream(name=self.stream, subjects=[self.stream])
+            # Created on first use, and again if deleted under us. BadRequest: it exists with
+            # other settings (limits an operator set): use it as it is.
+            with contextlib.suppress(BadRequestError):
+                self._run(self._nc.jetstream().add_stream(name=self.stream, subjects=[self.stream]))
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self.connect()
         js = self._nc.jetstream(timeout=self.fail_within)
         for m in messages:  # one at a time: the ack of each comes before the next is sent
-            self._run(js.publish(self.stream, m.body, headers={"Nats-Msg-Id": m.message_id}))
+            self._run(js.publish(self.stream, m.body, headers={ID: m.message_id}))
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         self.connect()
-        msgs: list[Msg] = self._run(self._pull(max_messages, max(timeout, MIN_PULL_S)), timeout)
+        # A pull is a request: even with nothing to wait for, it needs one round trip (0.2 s floor).
+        msgs: list[Msg] = self._run(self._pull(max_messages, max(timeout, 0.2)), timeout)
         self._held.update((m.reply, m) for m in msgs)
-        return [
-            Delivery(m.data, (m.headers or {}).get("Nats-Msg-Id"), m.metadata.num_delivered > 1, m.reply) for m in msgs
-        ]
+        return [Delivery(m.data, (m.headers or {}).get(ID), m.metadata.num_delivered > 1, m.reply) for m in msgs]
 
     async def _pull(self, count: int, wait: float) -> list[Msg]:
         js = self._nc.jetstream(timeout=self.fail_within)
         if self._sub is None:
-            config = ConsumerConfig(ack_wait=self.ack_wait, max_deliver=-1)
-            self._sub = await js.pull_subscribe(self.stream, durable=self.consumer, stream=self.stream, config=config)
+            self._sub = await js.pull_subscribe(
+                self.stream, self.consumer, config=ConsumerConfig(ack_wait=self.ack_wait)
+            )
         try:
             return list(await self._sub.fetch(count, timeout=wait))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError: nothing arrived
             # An empty pull looks the same when the stream was deleted: ask, so that raises.
             await js.consumer_info(self.stream, self.consumer)
             return []
