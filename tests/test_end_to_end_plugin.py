@@ -6,13 +6,16 @@ one run per scheme, so a third-party transport is held to the same standard.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -36,6 +39,30 @@ def redis_destination(name: str) -> Iterator[str]:
         delete_streams(base, name, f"{name}.dlq")
 
 
+@contextlib.contextmanager
+def nats_destination(name: str) -> Iterator[str]:
+    if importlib.util.find_spec("bridge_nats") is None:
+        services.missing("transport plugin bridge_nats is not installed (pip install -e plugins/ddb-bridge-nats)")
+    base = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    parts = urlsplit(base)
+    if not services.port_open(parts.hostname or "127.0.0.1", parts.port or 4222):
+        services.missing(f"NATS with JetStream at {base}")
+    # A killed applier's deliveries come back after ack_wait=2 s.
+    yield f"{base}/{name}?ack_wait=2"
+
+    async def delete() -> None:
+        import nats
+        import nats.js.errors
+
+        nc = await nats.connect(base, connect_timeout=2, allow_reconnect=False)
+        for stream in (name, f"{name}-dlq", f"{name}-dlq-parked"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+    asyncio.run(delete())
+
+
 def wait_for_items(client: Any, table: str, at_least: int, timeout: float = 60) -> int:
     """The target's item count once it reaches ``at_least`` (a bound, not an assertion)."""
     deadline = time.monotonic() + timeout
@@ -50,6 +77,7 @@ def wait_for_items(client: Any, table: str, at_least: int, timeout: float = 60) 
 
 DESTINATIONS: dict[str, Callable[[str], contextlib.AbstractContextManager[str]]] = {
     "redis": redis_destination,
+    "nats": nats_destination,
 }
 
 
