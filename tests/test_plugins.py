@@ -203,18 +203,19 @@ def test_every_contract_case_and_knob_is_documented() -> None:
         assert f"`{knob}" in docs, f"{knob} is not documented in docs/plugins.md"
 
 
-def test_third_party_plugin_runs_the_kit_from_its_own_directory() -> None:
+@pytest.mark.parametrize("plugin", ["redis", "nats"])
+def test_third_party_plugin_runs_the_kit_from_its_own_directory(plugin: str) -> None:
     """As its author would: `python -m pytest` in the plugin's directory, where no conftest of
     ddb-bridge's helps; the kit arrives through the pytest11 entry point and the import."""
     from tests.redis_server import redis_url
 
-    plugin = ROOT / "plugins" / "ddb-bridge-redis"
-    if importlib.util.find_spec("bridge_redis") is None:
-        pytest.fail("bridge_redis is not installed: pip install -e plugins/ddb-bridge-redis")
+    directory = ROOT / "plugins" / f"ddb-bridge-{plugin}"
+    if importlib.util.find_spec(f"bridge_{plugin}") is None:
+        pytest.fail(f"bridge_{plugin} is not installed: pip install -e plugins/ddb-bridge-{plugin}")
     with redis_url() as url:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-k", "scheme_is_served or declares or empty_publish or oversize"],
-            cwd=plugin,
+            cwd=directory,
             env={**os.environ, "REDIS_URL": url},
             capture_output=True,
             text=True,
