@@ -164,16 +164,17 @@ class Transport(abc.ABC):
         Override it if your destination is named elsewhere, or set :attr:`name_separator` if
         your broker forbids ``.`` in names.
         """
-        name = f"{{}}{self.name_separator}{suffix}"
-        queue = self.url.params.get("queue")
-        if queue:
-            return self.url.replace(queue=name.format(queue))
-        if self.url.path.strip("/"):
-            path = name.format(self.url.path.rstrip("/"))
-            return TransportURL.parse(
-                urlunsplit((self.url.scheme, self.url.netloc, path, urlencode(self.url.params), ""))
-            )
-        return self.url.with_netloc(name.format(self.url.netloc))
+
+        def named(name: str) -> str:
+            return f"{name}{self.name_separator}{suffix}"
+
+        url = self.url
+        if url.params.get("queue"):
+            return url.replace(queue=named(url.params["queue"]))
+        if url.path.strip("/"):
+            path = named(url.path.rstrip("/"))
+            return TransportURL.parse(urlunsplit((url.scheme, url.netloc, path, urlencode(url.params), "")))
+        return url.with_netloc(named(url.netloc))
 
     def dead_letter_url(self) -> TransportURL:
         """Where failures go unless configured otherwise."""
