@@ -91,7 +91,7 @@ class TransportContract(FailureCases):
         transport.connect()
         limit = transport.max_message_bytes
         assert isinstance(limit, int) and limit > 0, f"max_message_bytes={limit!r}: declare the broker's limit"
-        assert 0 < transport.fail_within <= 60, f"fail_within={transport.fail_within!r}: a few seconds, at most 60"
+        assert 0 < transport.fail_within <= 600, f"fail_within={transport.fail_within!r}: seconds, not forever"
         sibling = transport.sibling("dlq")
         assert sibling.raw != transport.url.raw and sibling.scheme == transport.url.scheme, (
             f"sibling('dlq') gave {sibling.redacted()}: it must name another destination on the same broker"

@@ -38,6 +38,10 @@ class KinesisTransport(Transport):
         super().__init__(AwsTransportURL.wrap(url))
         self.settings = KinesisSettings.from_url(self.url)
         self.where = self.url.redacted()
+        # botocore makes max_attempts attempts, each bounded by connect_timeout and followed by
+        # at most 20 s of its backoff; core adds no retry inside that.
+        side = self.settings.side
+        self.fail_within = side.max_attempts * (side.connect_timeout + 20.0)
         self._client: Any = None
         self._announced = False
         self._arn: str | None = None

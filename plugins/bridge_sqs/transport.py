@@ -72,6 +72,10 @@ class SqsTransport(Transport):
         super().__init__(AwsTransportURL.wrap(url))
         self.settings = SqsSettings.from_url(self.url)
         self.where = self.url.redacted()
+        # botocore makes max_attempts attempts, each bounded by connect_timeout and followed by
+        # at most 20 s of its backoff; core adds no retry inside that.
+        side = self.settings.side
+        self.fail_within = side.max_attempts * (side.connect_timeout + 20.0)
         #: Whether messages sharing a partition key arrive in publish order (FIFO queues only).
         self.ordered = self.settings.fifo
         if self.settings.max_message_bytes != MAX_SQS_BYTES:
