@@ -50,18 +50,15 @@ class NatsTransport(Transport):
         self.consumer = params.text("consumer", "bridge")
         self.ack_wait = params.number("ack_wait", 60.0, float, minimum=0.5)
         connect_timeout = params.number("connect_timeout", 2.0, float, minimum=0.1)
-        self.fail_within = connect_timeout + 3.0  # the connect, then the stream's creation
+        self.fail_within = 2 * connect_timeout + 2.0  # two connect attempts, then the stream's creation
         user, password = params.credentials()
         host, port = params.host_port(4222)
         auth = {"user": user, "password": password} if password else {"token": user} if user else {}
         files = {"user_credentials": params.file("creds"), "nkeys_seed": params.file("nkey")}
-        # No reconnecting inside nats-py (allow_reconnect): core's retry loop is the one loop.
-        self._options: dict[str, Any] = {
-            "allow_reconnect": False,
-            "tls": params.ssl_context(("tls",)),
-            **auth,
-            **files,
-        }
+        # No reconnecting inside nats-py: core's retry loop is the one loop. Its first connect
+        # retries until max_reconnect_attempts, and 0 means forever: 1 is two quick attempts.
+        retries = {"allow_reconnect": False, "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
+        self._options: dict[str, Any] = {**retries, **auth, **files, "tls": params.ssl_context(("tls",))}
         self._options |= {"servers": [f"{url.scheme}://{host}:{port}"], "connect_timeout": connect_timeout}
         self._loop = LoopThread(f"nats {self.stream}")
         self._nc: Any = None
