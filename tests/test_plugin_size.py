@@ -41,7 +41,10 @@ def package_lines(package: Path) -> int:
 
 
 def test_the_counter_skips_comments_docstrings_and_blank_lines() -> None:
-    source = '"""Module doc\nover two lines."""\n\n# a comment\nx = 1  # counted\n\n\ndef f():\n    """Doc."""\n    return (\n        2\n    )\n'
+    source = (
+        '"""Module doc\nover two lines."""\n\n# a comment\nx = 1  # counted\n\n\n'
+        'def f():\n    """Doc."""\n    return (\n        2\n    )\n'
+    )
     assert code_lines(source) == 5  # x = 1, def f():, return (, 2, )
 
 
