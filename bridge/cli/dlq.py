@@ -35,7 +35,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # RabbitMQ stops delivering to a consumer at `prefetch` unacked messages; reading a whole
 # queue without acking needs that raised (an AMQP prefetch count is 16 bits).
-_MAX_AMQP_PREFETCH = 65_535
 
 
 def parse_age(text: str) -> float:
@@ -137,9 +136,9 @@ class Browser:
 
 
 def _holding_all(url: TransportURL, limit: int) -> TransportURL:
-    if url.scheme in ("amqp", "amqps"):
-        return url.replace(prefetch=str(min(limit, _MAX_AMQP_PREFETCH)))
-    return url
+    from bridge.plugin.manager import plugin_set
+
+    return plugin_set().transport_class(url)(url).holding(limit)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from bridge.errors import BridgeError, DecodeError
-from bridge.transport import OutgoingMessage, TransportURL
+from bridge.transport import OutgoingMessage, TransportURL, content_id
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
@@ -216,26 +216,11 @@ def wrap_foreign(body: bytes, reason: str) -> FailureRecord:
 
 
 def parked_url(dlq_url: TransportURL) -> TransportURL:
-    """The parked queue beside a retry queue: ``users.dlq`` -> ``users.dlq.parked``.
-
-    Asks the retry queue's own transport where *its* dead letters would go (plugins name
-    destinations their own way: in the host part, a ``stream=`` parameter, ``NAME-dlq``
-    for SQS) and renames the ``.dlq`` / ``-dlq`` it adds to ``.parked`` / ``-parked``.
-    """
+    """The parked queue beside a retry queue, named by the retry queue's own transport
+    (:meth:`~bridge.transport.Transport.sibling`): ``users.dlq`` -> ``users.dlq.parked``."""
     from bridge.plugin.manager import plugin_set
 
-    derived = plugin_set().transport_class(dlq_url)(dlq_url).dead_letter_url().raw
-    original = dlq_url.raw
-    start = 0
-    while start < min(len(original), len(derived)) and original[start] == derived[start]:
-        start += 1
-    end = 0
-    while end < min(len(original), len(derived)) - start and original[-1 - end] == derived[-1 - end]:
-        end += 1
-    inserted = derived[start : len(derived) - end]
-    if inserted.endswith("dlq") and len(inserted) <= 5 and len(derived) == len(original) + len(inserted):
-        return TransportURL.parse(original[:start] + inserted[:-3] + "parked" + original[start:])
-    return TransportURL.parse(derived)
+    return plugin_set().transport_class(dlq_url)(dlq_url).sibling("parked")
 
 
 class Parker:
@@ -307,13 +292,10 @@ class Parker:
         if queue is None:
             raise BridgeError("no dead-letter queue configured")
         bodies = bodies if bodies is not None else [r.encode() for r in records]
-        too_big = [r.id for r, b in zip(records, bodies, strict=True) if len(b) > queue.max_message_bytes]
-        if too_big:
-            raise BridgeError(
-                f"record(s) {', '.join(too_big)} exceed the dead-letter queue's message limit"
-                f" of {queue.max_message_bytes} bytes"
-            )
-        queue.publish([OutgoingMessage(b, r.id, r.id) for r, b in zip(records, bodies, strict=True)])
+        # Too big for the queue: ReliableTransport.publish refuses the batch before sending.
+        # A record put back keeps its id but not its body (attempts, checked_at): the message id
+        # must change with it, or a deduplicating broker (SQS FIFO) would silently drop it.
+        queue.publish([OutgoingMessage(b, content_id(r.id, b), r.id) for r, b in zip(records, bodies, strict=True)])
         self.parked += len(records)
 
     def group(self, records: Iterable[FailureRecord]) -> list[tuple[ReliableTransport | None, list[FailureRecord]]]:

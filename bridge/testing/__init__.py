@@ -14,7 +14,10 @@ A plugin's test module::
         @pytest.fixture
         def transport_url(self, unique_destination):
             yield f"myq://127.0.0.1:7000/{unique_destination}"
-            ...  # delete the destination and its .dlq
+            ...  # delete the destination and its siblings (.dlq, .dlq.parked)
+
+        # The failure cases also need unreachable_transport_url, wrong_credentials_url and
+        # delete_destination fixtures, or `untestable` saying why one cannot run here.
 
 See docs/plugins.md.
 

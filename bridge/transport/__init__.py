@@ -2,22 +2,34 @@
 
 Like kombu's virtual transports, a backend implements only ``publish`` (returning once
 the broker has confirmed every message), ``receive``, ``ack``, ``release`` and
-``close``, and declares which of its exceptions are recoverable. Retrying, reconnecting,
-batching, dead-lettering and ack ordering are written once, in :mod:`bridge.transport.reliable`
-and the publish/apply loops.
+``close``, and declares what the broker is: its size limit, its ordering, how it names a
+destination's siblings (dead-letter, parked), how fast it fails, and which of its exceptions
+are recoverable. Retrying, reconnecting, size checks, batching, dead-lettering and ack
+ordering are written once, in :mod:`bridge.transport.reliable` and the publish/apply loops.
+URL parameters and TLS settings are read with :mod:`bridge.transport.params`.
 
-May import: ``bridge.errors`` only. Plugins (``plugins/``) build on this package.
+Message ids: an id names one message's content. Two messages published under one id must
+be interchangeable for the consumer (a retried publish, the same changes re-sent after a
+crash), because a broker may keep only the first of them (SQS FIFO and JetStream drop a
+repeated id for minutes, even after the first was consumed). Whatever changes what the
+consumer should do is published under a new id: :func:`content_id` derives one.
+
+May import: ``bridge.errors``, ``bridge.observe``. Plugins (``plugins/``) build on this package.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, MessageTooLargeError
+
+#: Longest message id core publishes; a transport must carry ids up to this length.
+MAX_MESSAGE_ID = 200
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,10 @@ class TransportURL:
         raw = urlunsplit((self.scheme, self.netloc, self.path, urlencode(merged), ""))
         return TransportURL(raw, self.scheme, self.netloc, self.path, merged)
 
+    def with_netloc(self, netloc: str) -> TransportURL:
+        """The same URL on another host part (destinations named there: ``memory://NAME``)."""
+        return TransportURL.parse(urlunsplit((self.scheme, netloc, self.path, urlencode(self.params), "")))
+
     def redacted(self) -> str:
         """The URL with any password hidden, safe to log: in its own netloc and in URL-valued
         query parameters (``proxy=http://user:secret@host``)."""
@@ -62,9 +78,24 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def content_id(base: str, body: bytes) -> str:
+    """A message id for ``body`` published on behalf of ``base`` (a record id): a changed body
+    gets a changed id, so no broker-side deduplication can drop it as a repeat."""
+    return f"{base}.{hashlib.blake2b(body, digest_size=8).hexdigest()}"
+
+
+def check_sizes(messages: Sequence[OutgoingMessage], limit: int, where: str) -> None:
+    """Raise :class:`MessageTooLargeError` naming the first message over ``limit``; core calls
+    it before handing a batch to a transport, so a refused batch leaves nothing behind."""
+    for m in messages:
+        if len(m.body) > limit:
+            raise MessageTooLargeError(f"message {m.message_id} is {len(m.body)} bytes; {where} takes at most {limit}")
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     body: bytes
+    # See "Message ids" above: at most MAX_MESSAGE_ID characters, one id per content.
     message_id: str
     # Messages with one partition key are delivered in publish order.
     partition_key: str
@@ -85,8 +116,19 @@ class Transport(abc.ABC):
 
     #: URL schemes this class serves, e.g. ``("amqp", "amqps")``.
     schemes: ClassVar[tuple[str, ...]] = ()
-    #: Largest message body the broker accepts, in bytes.
-    max_message_bytes: ClassVar[int] = 1024 * 1024
+    #: Largest message body the broker accepts, in bytes, with room left for the message id,
+    #: partition key and any headers the transport adds. Per object: a transport that learns
+    #: the broker's limit on connecting (SQS per queue, NATS from the server) sets
+    #: ``self.max_message_bytes`` then; it may shrink, never grow. Core checks every body
+    #: against it before calling ``publish``.
+    max_message_bytes: int = 1024 * 1024
+    #: Messages sharing a partition key are delivered in publish order.
+    ordered: bool = True
+    #: Upper bound (s) for a call to raise when the broker is unreachable or the destination
+    #: vanished. Bound your client library's connect timeout and its own retries by it.
+    fail_within: float = 5.0
+    #: Joins a destination name and a suffix in :meth:`sibling` (``users`` -> ``users.dlq``).
+    name_separator: ClassVar[str] = "."
     #: Exceptions after which reconnecting and retrying may succeed.
     recoverable_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
@@ -105,20 +147,45 @@ class Transport(abc.ABC):
     def ack(self, delivery: Delivery) -> None:
         """The delivery was applied or safely parked: the broker may forget it."""
 
+    def connect(self) -> None:  # noqa: B027 - optional primitive
+        """Connect now if not connected (idempotent). Core calls it before it reads
+        ``max_message_bytes`` for a publish. Default: connect lazily on first use instead."""
+
     def release(self, delivery: Delivery) -> None:  # noqa: B027 - optional primitive
         """Give a delivery back for redelivery (on shutdown). Default: rely on close()."""
 
     def close(self) -> None:  # noqa: B027 - optional primitive
         """Drop connections. Unacked deliveries are redelivered later."""
 
+    def sibling(self, suffix: str) -> TransportURL:
+        """The destination beside this one on the same broker, named ``NAME<separator><suffix>``:
+        core asks for ``"dlq"`` (failures) and, on the dead-letter queue, ``"parked"``.
+
+        Default: NAME is the ``queue=`` parameter if the URL has one, else the path
+        (``myq://HOST/NAME``), else the host part (``memory://NAME``, ``kinesis://STREAM``).
+        Override it if your destination is named elsewhere, or set :attr:`name_separator` if
+        your broker forbids ``.`` in names.
+        """
+
+        def named(name: str) -> str:
+            return f"{name}{self.name_separator}{suffix}"
+
+        url = self.url
+        if url.params.get("queue"):
+            return url.replace(queue=named(url.params["queue"]))
+        if url.path.strip("/"):
+            path = named(url.path.rstrip("/"))
+            return TransportURL.parse(urlunsplit((url.scheme, url.netloc, path, urlencode(url.params), "")))
+        return url.with_netloc(named(url.netloc))
+
     def dead_letter_url(self) -> TransportURL:
-        """Where failures go by default: the same broker, ``<name>.dlq``."""
-        queue = self.url.params.get("queue")
-        if queue:
-            return self.url.replace(queue=f"{queue}.dlq")
-        # Destinations named in the host part: memory://NAME, kinesis://STREAM, ...
-        raw = urlunsplit((self.url.scheme, f"{self.url.netloc}.dlq", self.url.path, urlencode(self.url.params), ""))
-        return TransportURL.parse(raw)
+        """Where failures go unless configured otherwise."""
+        return self.sibling("dlq")
+
+    def holding(self, count: int) -> TransportURL:
+        """The URL of a consumer that can hold ``count`` unacked deliveries at once (``bridge dlq``
+        reads a queue whole before acting). Default: this URL; override if a prefetch limits it."""
+        return self.url
 
     def __enter__(self) -> Transport:
         return self

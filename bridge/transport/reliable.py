@@ -2,7 +2,8 @@
 
 A transport says which of its errors are recoverable; this wrapper closes the
 connection, waits with exponential backoff and full jitter, and tries again. Anything
-else is mapped to :class:`~bridge.errors.TransportError` at this boundary.
+else is mapped to :class:`~bridge.errors.TransportError` at this boundary. Bodies are
+checked against the transport's declared size limit here, so no transport repeats it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.errors import BridgeError, RecoverableTransportError, TransportError
-from bridge.transport import Delivery, OutgoingMessage, Transport
+from bridge.transport import Delivery, OutgoingMessage, Transport, check_sizes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +52,8 @@ class ReliableTransport:
 
     @property
     def max_message_bytes(self) -> int:
+        """The transport's limit, once it has connected (a broker may tell it a smaller one)."""
+        self._call("connect", self.transport.connect)
         return self.transport.max_message_bytes
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -94,7 +97,14 @@ class ReliableTransport:
             log.debug("close after failure raised %r", exc)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._call("publish", lambda: self.transport.publish(messages))
+        # Once, here, for every transport; checked again on each attempt, since a transport
+        # may learn a smaller limit from the broker when it (re)connects.
+        def checked() -> None:
+            self.transport.connect()
+            check_sizes(messages, self.transport.max_message_bytes, self.transport.url.redacted())
+            self.transport.publish(messages)
+
+        self._call("publish", checked)
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         return self._call("receive", lambda: self.transport.receive(max_messages, timeout))

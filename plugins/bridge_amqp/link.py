@@ -22,9 +22,9 @@ from bridge_amqp.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
 
-# Backoff for kombu's ensure_connection: 4 attempts, sleeping 1 s, 3 s, 5 s between them.
-# Short on purpose: core's own retry loop takes over after RecoverableTransportError.
-CONNECT_RETRIES = 3
+# No retries inside kombu's ensure_connection: core's retry loop is the only one, so a dead
+# broker fails within the transport's declared fail_within (one connect_timeout).
+CONNECT_RETRIES = 0
 INTERVAL_START = 1.0
 INTERVAL_STEP = 2.0
 INTERVAL_MAX = 10.0

@@ -7,27 +7,17 @@ arguments, so a typo in an option can never turn into a surprising kombu setting
 
 from __future__ import annotations
 
-import logging
-import os
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlunsplit
 
 from kombu.connection import Connection
 
-from bridge.errors import ConfigError
 from bridge.transport import TransportURL
+from bridge.transport.params import TLS_PARAMS, Tls, UrlParams
 
-log = logging.getLogger(__name__)
-
-_SSL_KEYS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify")
-KNOWN_PARAMS = frozenset({"queue", "prefetch", "heartbeat", "connect_timeout", "confirm_timeout", *_SSL_KEYS})
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-N = TypeVar("N", int, float)
+KNOWN_PARAMS = frozenset({"queue", "prefetch", "heartbeat", "connect_timeout", "confirm_timeout", *TLS_PARAMS})
 
 
 @dataclass(frozen=True)
@@ -49,24 +39,16 @@ class AmqpSettings:
 
     @classmethod
     def from_url(cls, url: TransportURL) -> AmqpSettings:
-        params = url.params
-        where = url.redacted()
-        queue = params.get("queue", "").strip()
-        if not queue:
-            raise ConfigError(f"transport URL {where!r} has no queue: add ?queue=NAME")
-        unknown = sorted(set(params) - KNOWN_PARAMS)
-        if unknown:
-            # Warn rather than fail: core may add generic parameters of its own.
-            log.warning("ignoring unknown parameters %s in %s", ", ".join(unknown), where)
+        params = UrlParams(url, KNOWN_PARAMS)
         return cls(
             url=url,
             broker_url=urlunsplit((url.scheme, url.netloc, url.path, "", "")),
-            queue=queue,
-            ssl=_ssl_options(url),
-            prefetch=_number(url, "prefetch", 64, int, minimum=1),
-            heartbeat=_number(url, "heartbeat", 0.0, float, minimum=0),
-            connect_timeout=_number(url, "connect_timeout", 10.0, float, minimum=0.001),
-            confirm_timeout=_number(url, "confirm_timeout", 30.0, float, minimum=0.001),
+            queue=params.text("queue", required="add ?queue=NAME"),
+            ssl=_ssl_options(params.tls(("amqps",))),
+            prefetch=params.number("prefetch", 64, int, minimum=1),
+            heartbeat=params.number("heartbeat", 0.0, float, minimum=0),
+            connect_timeout=params.number("connect_timeout", 10.0, float, minimum=0.001),
+            confirm_timeout=params.number("confirm_timeout", 30.0, float, minimum=0.001),
         )
 
     @property
@@ -97,54 +79,21 @@ class AmqpSettings:
         )
 
 
-def _number(url: TransportURL, key: str, default: N, cast: Callable[[str], N], minimum: float) -> N:
-    raw = url.params.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{key}={raw!r} in transport URL {url.redacted()!r} must be a number >= {minimum}")
-    return value
-
-
-def _flag(url: TransportURL, key: str, default: bool) -> bool:
-    raw = url.params.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE | _FALSE:
-        return raw in _TRUE
-    raise ConfigError(f"{key}={raw!r} in transport URL {url.redacted()!r} must be true or false")
-
-
-def _ssl_options(url: TransportURL) -> dict[str, Any] | bool:
+def _ssl_options(tls: Tls | None) -> dict[str, Any] | bool:
     """kombu's ``ssl=`` argument, passed by py-amqp to its socket wrapper."""
-    given = [k for k in _SSL_KEYS if k in url.params]
-    if url.scheme != "amqps":
-        if given:
-            # Catch "I set a CA file so I'm on TLS" mistakes: plain amqp ignores them.
-            raise ConfigError(f"{', '.join(given)} in {url.redacted()!r} need the amqps:// scheme")
+    if tls is None:
         return False
     options: dict[str, Any] = {}
-    if _flag(url, "ssl_verify", True):
+    if tls.verify:
         options["cert_reqs"] = ssl.CERT_REQUIRED
         # py-amqp checks the certificate's hostname (and sends SNI) only when
         # server_hostname is given.
-        options["server_hostname"] = urlsplit(url.raw).hostname or "localhost"
+        options["server_hostname"] = tls.hostname
     else:
         # No server_hostname here: py-amqp would enable hostname checking, and Python
         # refuses CERT_NONE while that is on. The price is no SNI without verification.
         options["cert_reqs"] = ssl.CERT_NONE
-    for key, option in (("ssl_ca", "ca_certs"), ("ssl_cert", "certfile"), ("ssl_key", "keyfile")):
-        path = url.params.get(key)
-        if path:
-            # A missing file would surface as OSError at connect time, which looks
-            # recoverable and would be retried forever: fail now instead.
-            if not os.path.isfile(path):
-                raise ConfigError(f"{key}={path!r} in {url.redacted()!r} is not a readable file")
-            options[option] = path
-    if "keyfile" in options and "certfile" not in options:
-        raise ConfigError(f"ssl_key without ssl_cert in {url.redacted()!r}")
+    for value, option in ((tls.ca, "ca_certs"), (tls.cert, "certfile"), (tls.key, "keyfile")):
+        if value:
+            options[option] = value
     return options

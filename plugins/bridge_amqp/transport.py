@@ -12,7 +12,7 @@ from typing import Any
 import amqp
 import amqp.exceptions
 
-from bridge.errors import MessageTooLargeError, RecoverableTransportError, TransportError
+from bridge.errors import RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_amqp.confirms import Confirms
 from bridge_amqp.link import RECOVERABLE, Link, boundary
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/octet-stream"
 PERSISTENT = 2  # AMQP delivery_mode: written to disk on a durable queue
+MAX_PREFETCH = 65_535  # basic.qos prefetch-count is a short
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class AmqpTransport(Transport):
         super().__init__(url)
         self.settings = AmqpSettings.from_url(url)
         self.queue = self.settings.queue
+        # One connect attempt (core's loop does the retrying), plus the queue declare.
+        self.fail_within = self.settings.connect_timeout + 2.0
         self._confirms = Confirms()
         self._inbox: deque[amqp.Message] = deque()
         self._pub = Link(self.settings, "publisher", self._open_publisher)
@@ -65,12 +68,6 @@ class AmqpTransport(Transport):
     # -- publishing ---------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:  # all checked before the first one is sent
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; the limit for"
-                    f" {self.settings.where} is {self.max_message_bytes}"
-                )
         if not messages:
             return
         with boundary(self._pub, "publish"):
@@ -209,6 +206,10 @@ class AmqpTransport(Transport):
         self._inbox.clear()
         self._sub.close()
         self._pub.close()
+
+    def holding(self, count: int) -> TransportURL:
+        """A prefetch as large as ``count`` (AMQP caps it at 65535), so a reader can hold them all."""
+        return self.url.replace(prefetch=str(min(count, MAX_PREFETCH)))
 
     def __repr__(self) -> str:
         return f"AmqpTransport({self.settings.where!r})"

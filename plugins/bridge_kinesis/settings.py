@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 
 from bridge.aws import AWS_PARAMS, AwsSide, param_flag, param_number
 from bridge.errors import ConfigError
 from bridge.transport import TransportURL
-
-log = logging.getLogger(__name__)
+from bridge.transport.params import UrlParams
 
 _STREAM = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 _CONSUMER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -59,9 +57,7 @@ class KinesisSettings:
             )
         if url.path.strip("/") and url.netloc:
             raise ConfigError(f"{where}: put the stream name in the host part only (kinesis://STREAM?...)")
-        unknown = sorted(set(params) - KNOWN_PARAMS)
-        if unknown:
-            log.warning("ignoring unknown parameters %s in %s", ", ".join(unknown), where)
+        UrlParams(url, KNOWN_PARAMS)  # the policy of every transport: unknown parameters are warned about
         shards_text = params.get("shards", "1")
         shards = (
             0 if shards_text == "on-demand" else param_number(params, "shards", 1, where, minimum=1, maximum=10_000)

@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from bridge.aws import CONNECTION_ERRORS, AwsTransportURL, aws_boundary, error_code, is_throttling
-from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, SourceError, TransportError
+from bridge.errors import ConfigError, RecoverableTransportError, SourceError, TransportError
 from bridge.state.checkpoints import CheckpointStore, open_checkpoint_store
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_kinesis.producer import MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, Producer
@@ -38,6 +38,10 @@ class KinesisTransport(Transport):
         super().__init__(AwsTransportURL.wrap(url))
         self.settings = KinesisSettings.from_url(self.url)
         self.where = self.url.redacted()
+        # botocore makes max_attempts attempts, each bounded by connect_timeout and followed by
+        # at most 20 s of its backoff; core adds no retry inside that.
+        side = self.settings.side
+        self.fail_within = side.max_attempts * (side.connect_timeout + 20.0)
         self._client: Any = None
         self._announced = False
         self._arn: str | None = None
@@ -48,12 +52,6 @@ class KinesisTransport(Transport):
     # -- publishing ------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:  # all checked before the first one is sent
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; a Kinesis record on {self.where} takes at"
-                    f" most {self.max_message_bytes} (1 MiB including the partition key)"
-                )
         if not messages:
             return
         with aws_boundary("publish", self.where):
@@ -75,6 +73,16 @@ class KinesisTransport(Transport):
                 if isinstance(cause, CONNECTION_ERRORS) or (isinstance(cause, ClientError) and is_throttling(cause)):
                     raise RecoverableTransportError(f"{self.where}: {exc}") from exc
                 raise TransportError(f"{self.where}: {exc}") from exc
+            except (ClientError, TransportError) as exc:
+                cause = exc if isinstance(exc, ClientError) else exc.__cause__
+                if not (isinstance(cause, ClientError) and error_code(cause) == "ResourceNotFoundException"):
+                    raise
+                # Recreating would give new shards whose sequence numbers the checkpoints do
+                # not know: say so instead of guessing where to resume.
+                raise ConfigError(
+                    f"Kinesis stream {self.settings.stream!r} was deleted while being read ({self.where});"
+                    " recreate it and delete the checkpoints of the old one before starting again"
+                ) from exc
 
     def ack(self, delivery: Delivery) -> None:
         handle = self._handle(delivery, "ack")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 
 from bridge.aws import AWS_PARAMS, AwsSide, param_flag, param_number
 from bridge.errors import ConfigError
 from bridge.transport import TransportURL
-
-log = logging.getLogger(__name__)
+from bridge.transport.params import UrlParams
 
 MAX_SQS_BYTES = 1024 * 1024  # SendMessage / SendMessageBatch, body + attributes (was 256 KiB until 2025)
 MIN_SQS_BYTES = 1024
-# The message id attribute (name, type, value of at most 128 characters) with room to spare.
+# The message id attribute (name, type, value of at most MAX_MESSAGE_ID = 200 characters) with room to spare.
 ATTRIBUTE_RESERVE = 256
 _QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -71,9 +69,7 @@ class SqsSettings:
         _check_queue_name(queue, where, "queue")
         if url.path.strip("/") and url.netloc:
             raise ConfigError(f"{where}: put the queue name in the host part only (sqs://QUEUE?...)")
-        unknown = sorted(set(params) - KNOWN_PARAMS)
-        if unknown:
-            log.warning("ignoring unknown parameters %s in %s", ", ".join(unknown), where)
+        UrlParams(url, KNOWN_PARAMS)  # the policy of every transport: unknown parameters are warned about
         account = params.get("account") or None
         if account is not None and not _ACCOUNT.match(account):
             raise ConfigError(f"{where}: account must be a 12-digit AWS account id, got {account!r}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlunsplit
 from botocore.exceptions import ClientError
 
 from bridge.aws import CONNECTION_ERRORS, RETRYABLE_CODES, AwsTransportURL, aws_boundary, error_code
-from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, TransportError
+from bridge.errors import ConfigError, RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_sqs.settings import MAX_SQS_BYTES, REDRIVE_PARAMS, SqsSettings, payload_limit
 from bridge_sqs.visibility import VisibilityKeeper
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 BATCH_ENTRIES = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage
 ID_ATTRIBUTE = "bridge-message-id"
-SEND_ATTEMPTS = 10
 _NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _QUEUE_EXISTS = frozenset({"QueueAlreadyExists", "QueueNameExists"})
 # MessageGroupId / MessageDeduplicationId: up to 128 of these characters.
@@ -41,6 +40,10 @@ class SqsHandle:
 
     generation: int
     receipt_handle: str
+
+
+def _entry_id(entry: dict[str, Any]) -> str:
+    return str(entry["MessageAttributes"][ID_ATTRIBUTE]["StringValue"])
 
 
 def fifo_token(value: str) -> str:
@@ -69,6 +72,10 @@ class SqsTransport(Transport):
         super().__init__(AwsTransportURL.wrap(url))
         self.settings = SqsSettings.from_url(self.url)
         self.where = self.url.redacted()
+        # botocore makes max_attempts attempts, each bounded by connect_timeout and followed by
+        # at most 20 s of its backoff; core adds no retry inside that.
+        side = self.settings.side
+        self.fail_within = side.max_attempts * (side.connect_timeout + 20.0)
         #: Whether messages sharing a partition key arrive in publish order (FIFO queues only).
         self.ordered = self.settings.fifo
         if self.settings.max_message_bytes != MAX_SQS_BYTES:
@@ -81,25 +88,24 @@ class SqsTransport(Transport):
         self._keeper: VisibilityKeeper | None = None
         self._generation = 0
         self._acked: list[str] = []  # receipt handles to delete
+        self._confirmed: set[str] = set()  # message ids SQS took in a publish that then failed
 
     # -- publishing ------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:  # all checked before the first one is sent
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; an SQS message on {self.where} holds at most"
-                    f" {self.max_message_bytes} ({self.settings.max_message_bytes} bytes as base64 text)"
-                )
         if not messages:
             return
-        with aws_boundary("publish", self.where):
+        with aws_boundary("publish", self.where), self._queue_gone("publish"):
             queue_url = self._queue()
-            for batch in self._batches([self._entry(m) for m in messages]):
+            entries = [self._entry(m) for m in messages]
+            # Core retries a batch whose entries SQS partly failed; send only what it did not take.
+            for batch in self._batches([e for e in entries if _entry_id(e) not in self._confirmed]):
                 self._send(queue_url, batch)
+            self._confirmed.clear()
 
     def _entry(self, message: OutgoingMessage) -> dict[str, Any]:
-        message_id = message.message_id if len(message.message_id) <= 128 else fifo_token(message.message_id)
+        # The whole id (core's are at most MAX_MESSAGE_ID characters, which ATTRIBUTE_RESERVE allows).
+        message_id = message.message_id
         entry: dict[str, Any] = {
             "MessageBody": base64.b64encode(message.body).decode("ascii"),
             "MessageAttributes": {ID_ATTRIBUTE: {"DataType": "String", "StringValue": message_id}},
@@ -126,41 +132,25 @@ class SqsTransport(Transport):
             yield batch
 
     def _send(self, queue_url: str, batch: list[dict[str, Any]]) -> None:
-        """SendMessageBatch; entries that failed on SQS' side are sent again, alone."""
-        pending = {str(i): entry for i, entry in enumerate(batch)}
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            entries = [{"Id": entry_id, **entry} for entry_id, entry in pending.items()]
-            response = self._sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
-            failed = response.get("Failed") or []
-            if not failed:
-                return
-            refused = [f for f in failed if f.get("SenderFault") and f.get("Code") not in RETRYABLE_CODES]
-            if refused:
-                first = refused[0]
-                raise TransportError(
-                    f"SQS refused {len(refused)} of {len(entries)} messages on {self.where}:"
-                    f" {first.get('Code')}: {first.get('Message')}"
-                )
-            pending = {str(f["Id"]): pending[str(f["Id"])] for f in failed}
-            if attempt < SEND_ATTEMPTS:
-                delay = random.uniform(0, min(5.0, 0.1 * 2 ** (attempt - 1)))
-                log.info(
-                    "%s: %d of %d messages failed (%s); sending them again in %.2fs",
-                    self.where,
-                    len(failed),
-                    len(entries),
-                    failed[0].get("Code"),
-                    delay,
-                )
-                time.sleep(delay)
-        raise RecoverableTransportError(
-            f"SendMessageBatch on {self.where}: {len(pending)} messages still failing after {SEND_ATTEMPTS} attempts"
-        )
+        """SendMessageBatch. Entries SQS failed on its side make the call recoverable: core's
+        retry loop calls publish again, which sends only those (no second retry loop here)."""
+        entries = [{"Id": str(i), **entry} for i, entry in enumerate(batch)]
+        failed = self._sqs().send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or []
+        if not failed:
+            return
+        refused = [f for f in failed if f.get("SenderFault") and f.get("Code") not in RETRYABLE_CODES]
+        first = (refused or failed)[0]
+        summary = f"{len(refused or failed)} of {len(entries)} messages on {self.where}: {first.get('Code')}"
+        if refused:
+            raise TransportError(f"SQS refused {summary}: {first.get('Message')}")
+        failed_ids = {str(f["Id"]) for f in failed}
+        self._confirmed.update(_entry_id(e) for e in entries if e["Id"] not in failed_ids)
+        raise RecoverableTransportError(f"SendMessageBatch failed for {summary}; core sends them again")
 
     # -- consuming -------------------------------------------------------------------------------
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        with aws_boundary("receive", self.where):
+        with aws_boundary("receive", self.where), self._queue_gone("receive"):
             queue_url = self._queue()
             self._delete_acked()
             deadline = time.monotonic() + timeout
@@ -293,6 +283,18 @@ class SqsTransport(Transport):
             self._client = side.client("sqs")
         return self._client
 
+    @contextlib.contextmanager
+    def _queue_gone(self, action: str) -> Iterator[None]:
+        """The queue was deleted under us: recoverable, and looked up (or created, with
+        create=true) again after core's reconnect."""
+        try:
+            yield
+        except ClientError as exc:
+            if error_code(exc) not in _NO_QUEUE:
+                raise
+            self._queue_url = None
+            raise RecoverableTransportError(f"{action} on {self.where}: the queue was deleted ({exc})") from exc
+
     def _queue(self) -> str:
         if self._queue_url is None:
             self._queue_url = self._find_or_create()
@@ -376,10 +378,10 @@ class SqsTransport(Transport):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def dead_letter_url(self) -> TransportURL:
-        """``QUEUE-dlq`` (``NAME-dlq.fifo`` for a FIFO queue), same account, region and credentials."""
+    def sibling(self, suffix: str) -> TransportURL:
+        """``QUEUE-SUFFIX`` (``NAME-SUFFIX.fifo`` for a FIFO queue), same account, region and credentials."""
         queue = self.settings.queue
-        name = f"{queue.removesuffix('.fifo')}-dlq" + (".fifo" if self.settings.fifo else "")
+        name = f"{queue.removesuffix('.fifo')}-{suffix}" + (".fifo" if self.settings.fifo else "")
         params = {k: v for k, v in self.url.params.items() if k not in REDRIVE_PARAMS}
         return TransportURL.parse(urlunsplit(("sqs", name, "", urlencode(params), "")))
 

@@ -132,3 +132,14 @@ def test_design_doc_draws_the_same_rules() -> None:
             continue
         name = package.split(".", 1)[1]
         assert re.search(rf"\b{re.escape(name)}\b", design), f"docs/design.md does not mention {package}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_bridge_import_names_a_module_that_exists(path: Path) -> None:
+    """Imports inside functions run late: a moved module must not leave a stale one behind."""
+    missing = []
+    for line, target in bridge_imports(path):
+        parts = target.split(".")[1:]
+        if parts and not (BRIDGE.joinpath(*parts).is_dir() or BRIDGE.joinpath(*parts).with_suffix(".py").exists()):
+            missing.append(f"{path.relative_to(ROOT)}:{line} imports {target}, which does not exist")
+    assert not missing, "\n".join(missing)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import MessageTooLargeError, UnknownTransportError
+from bridge.errors import ConfigError, UnknownTransportError
 from bridge.plugin import spec as hookspecs
 from bridge.plugin.manager import build_plugin_set
 from bridge.transport import OutgoingMessage, Transport, TransportURL
@@ -171,8 +171,10 @@ def test_template_is_never_loaded_but_is_a_working_skeleton(monkeypatch: pytest.
     [cls] = skeleton.bridge_transports()
     assert issubclass(cls, Transport) and cls.schemes == ("myq",)
     transport = cls(TransportURL.parse("myq://127.0.0.1:7000/orders"))
-    with pytest.raises(MessageTooLargeError, match="big"):
-        transport.publish([OutgoingMessage(b"\0" * (cls.max_message_bytes + 1), "big", "p")])
+    # Its URL shape works with core's default naming of dead-letter and parked destinations.
+    assert transport.sibling("dlq").raw == "myq://127.0.0.1:7000/orders.dlq"
+    with pytest.raises(ConfigError, match="names no destination"):
+        cls(TransportURL.parse("myq://127.0.0.1:7000/"))
     with pytest.raises(NotImplementedError):
         transport.publish([OutgoingMessage(b"x", "small", "p")])
     transport.close()
@@ -201,18 +203,19 @@ def test_every_contract_case_and_knob_is_documented() -> None:
         assert f"`{knob}" in docs, f"{knob} is not documented in docs/plugins.md"
 
 
-def test_third_party_plugin_runs_the_kit_from_its_own_directory() -> None:
+@pytest.mark.parametrize("plugin", ["redis", "nats"])
+def test_third_party_plugin_runs_the_kit_from_its_own_directory(plugin: str) -> None:
     """As its author would: `python -m pytest` in the plugin's directory, where no conftest of
     ddb-bridge's helps; the kit arrives through the pytest11 entry point and the import."""
     from tests.redis_server import redis_url
 
-    plugin = ROOT / "plugins" / "ddb-bridge-redis"
-    if importlib.util.find_spec("bridge_redis") is None:
-        pytest.fail("bridge_redis is not installed: pip install -e plugins/ddb-bridge-redis")
+    directory = ROOT / "plugins" / f"ddb-bridge-{plugin}"
+    if importlib.util.find_spec(f"bridge_{plugin}") is None:
+        pytest.fail(f"bridge_{plugin} is not installed: pip install -e plugins/ddb-bridge-{plugin}")
     with redis_url() as url:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-k", "scheme_is_served or declares or empty_publish or oversize"],
-            cwd=plugin,
+            cwd=directory,
             env={**os.environ, "REDIS_URL": url},
             capture_output=True,
             text=True,

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 import redis.exceptions as rex
 
-from bridge.errors import BridgeError, MessageTooLargeError, RecoverableTransportError, TransportError
+from bridge.errors import BridgeError, RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
 from bridge_redis.settings import RedisSettings
 
@@ -83,6 +83,7 @@ class RedisTransport(Transport):
     def __init__(self, url: TransportURL) -> None:
         super().__init__(url)
         self.settings = RedisSettings.from_url(url)
+        self.fail_within = self.settings.connect_timeout + 1.0
         self.stream = self.settings.stream
         self.group = self.settings.group
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -96,12 +97,6 @@ class RedisTransport(Transport):
     # -- publishing -----------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        for m in messages:  # all checked before the first one is sent
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; {self.settings.where}"
-                    f" takes at most {self.max_message_bytes}"
-                )
         if not messages:
             return
         with self._boundary("publish"):
@@ -298,9 +293,9 @@ class RedisTransport(Transport):
             self._drop()
             raise TransportError(f"{action} on {where} failed: {type(exc).__name__}: {exc}") from exc
 
-    def dead_letter_url(self) -> TransportURL:
-        """The same server, stream ``NAME.dlq``."""
-        return self.url.replace(stream=f"{self.stream}.dlq")
+    def sibling(self, suffix: str) -> TransportURL:
+        """The same server, stream ``NAME.SUFFIX``."""
+        return self.url.replace(stream=f"{self.stream}.{suffix}")
 
     def __repr__(self) -> str:
         return f"RedisTransport({self.settings.where!r})"

@@ -4,42 +4,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.errors import ConfigError, MessageTooLargeError
+from bridge.errors import ConfigError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
+from bridge.transport.params import TLS_PARAMS, UrlParams
+
+# TODO (docs: "Parse the URL"): every query parameter you read; others are warned about.
+KNOWN_PARAMS = frozenset({"connect_timeout", *TLS_PARAMS})
 
 
 class MyQTransport(Transport):
     # TODO (docs: "Declare what the broker is"): the schemes you serve, e.g. ("myq", "myqs").
     schemes = ("myq",)
-    # TODO: the broker's per-message limit in bytes; core splits envelopes to fit.
+    # TODO: the broker's per-message limit in bytes, minus what you send beside the body
+    # (id, partition key, headers). Learn it in connect() if the broker says it.
     max_message_bytes = 1024 * 1024
     # TODO: your client library's exceptions after which reconnecting helps
-    # (connection lost, timeout, throttled). Everything else is fatal.
+    # (connection lost, timeout, throttled). Never wrong credentials. Everything else is fatal.
     recoverable_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, url: TransportURL) -> None:
         super().__init__(url)
-        # TODO (docs: "Parse the URL"): validate here, raise ConfigError naming the
-        # parameter; never put url.raw (it may hold a password) in a message: use url.redacted().
+        # TODO (docs: "Parse the URL"): validate here; errors name the parameter and use
+        # url.redacted() (url.raw may hold a password).
+        params = UrlParams(url, KNOWN_PARAMS)
         self.name = url.path.strip("/")
         if not self.name:
-            raise ConfigError(f"transport URL {url.redacted()!r} names no destination: use myq://HOST/NAME")
+            raise ConfigError(f"transport URL {params.where!r} names no destination: use myq://HOST/NAME")
+        self.host, self.port = params.host_port(7000)
+        self.user, self.password = params.credentials()
+        self.tls = params.tls(("myqs",))  # None for myq://; .context() gives an ssl.SSLContext
+        # Fail within fail_within seconds when no broker answers: one connect attempt, bounded.
+        self.fail_within = params.number("connect_timeout", 3.0, float, minimum=0.1) + 1.0
         self._client = None  # connect lazily, on first use, and again after close()
 
+    def connect(self) -> None:
+        # TODO (docs: "connect"): open the connection if it is not open; set
+        # self.max_message_bytes here if the broker tells its limit. Create the destination.
+        raise NotImplementedError("connect")
+
     def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        # Check every size before sending anything: a refused batch must leave nothing behind.
-        for m in messages:
-            if len(m.body) > self.max_message_bytes:
-                raise MessageTooLargeError(
-                    f"message {m.message_id} is {len(m.body)} bytes; {self.url.redacted()} takes"
-                    f" at most {self.max_message_bytes}"
-                )
-        # TODO (docs: "publish"): send all; return only once the broker confirmed every one.
+        # TODO (docs: "publish"): send all, in order; return only once the broker confirmed
+        # every one. Sizes were checked by core. Deduplicate (if at all) on the whole message_id.
         raise NotImplementedError("publish")
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         # TODO (docs: "receive"): at most max_messages; wait at most timeout s for the first
-        # (timeout=0: do not wait). Put whatever ack() needs into Delivery.handle.
+        # (timeout=0: do not wait). Put whatever ack() needs into Delivery.handle. If the
+        # destination was deleted, raise a recoverable error: an empty list must not hide it.
         raise NotImplementedError("receive")
 
     def ack(self, delivery: Delivery) -> None:
@@ -56,5 +67,5 @@ class MyQTransport(Transport):
         # must work again afterwards (core closes after an error, then retries).
         self._client = None
 
-    # TODO (docs: "dead_letter_url"): override dead_letter_url() if your destination is
-    # neither ?queue=NAME nor the host part of the URL.
+    # Dead-letter and parked destinations are siblings: myq://HOST/NAME.dlq by default. Set
+    # name_separator if your broker forbids "." in names, or override sibling() (docs: "sibling").

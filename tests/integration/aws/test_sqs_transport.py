@@ -19,6 +19,7 @@ import pytest
 from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, TransportError
 from bridge.plugin.manager import open_transport
 from bridge.transport import Delivery, OutgoingMessage, Transport
+from bridge.transport.reliable import Backoff, ReliableTransport
 from bridge_sqs import SqsTransport
 from bridge_sqs.settings import payload_limit
 
@@ -106,8 +107,8 @@ def test_a_smaller_queue_limit_from_the_url(moto_endpoint: str, unique: str, sqs
     small = open_transport(f"{base}&max_message_bytes=262144", "publish")
     assert small.max_message_bytes == payload_limit(262144) < SqsTransport.max_message_bytes
     small.publish([OutgoingMessage(b"x" * small.max_message_bytes, "fits", "pk")])
-    with pytest.raises(MessageTooLargeError):
-        small.publish([OutgoingMessage(b"x" * (small.max_message_bytes + 1), "does-not", "pk")])
+    with pytest.raises(MessageTooLargeError):  # core's check, against this object's limit
+        ReliableTransport(small).publish([OutgoingMessage(b"x" * (small.max_message_bytes + 1), "does-not", "pk")])
     small.close()
     # The queue was created with that limit; a transport assuming more is told so, naming both.
     default = open_transport(base, "publish")
@@ -153,7 +154,9 @@ def test_fifo_keeps_each_groups_order_and_drops_a_resent_envelope(moto_endpoint:
         assert [b for b in bodies(got) if b in set(mine)] == mine
 
 
-def test_refused_entries_raise_and_failed_ones_are_resent_alone(transport: SqsTransport) -> None:
+def test_refused_entries_raise_and_failed_ones_are_resent_alone_by_core(
+    transport: SqsTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = transport._sqs()
 
     class FailingEntries:
@@ -177,14 +180,18 @@ def test_refused_entries_raise_and_failed_ones_are_resent_alone(transport: SqsTr
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
+    # Two failures on SQS' side, then none: the first publish raises (no retry loop inside the
+    # transport), core's retry sends only the two that failed.
     flaky = FailingEntries([{1: ("InternalError", False), 4: ("ServiceUnavailable", False)}])
-    transport._client = flaky
+    monkeypatch.setattr(transport, "_sqs", lambda: flaky)  # survives core's close() between attempts
     sent = messages("f", 6)
-    transport.publish(sent)
+    with pytest.raises(RecoverableTransportError, match="2 of 6"):
+        transport.publish(sent)
+    ReliableTransport(transport, Backoff(0.01, 0.01), sleep=lambda _: None).publish(sent)
     assert flaky.sizes == [6, 2]
     assert sorted(bodies(receive(transport, 6))) == sorted(m.body for m in sent)
 
-    transport._client = FailingEntries([{0: ("InvalidParameterValue", True)}])
+    monkeypatch.setattr(transport, "_sqs", lambda: FailingEntries([{0: ("InvalidParameterValue", True)}]))
     with pytest.raises(TransportError, match=r"refused 1 of 2 messages.*InvalidParameterValue") as info:
         transport.publish(messages("g", 2))
     assert not isinstance(info.value, RecoverableTransportError)

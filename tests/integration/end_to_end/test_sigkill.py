@@ -1,7 +1,7 @@
 """One-way replication end to end, every shipped transport: real processes, SIGKILL both mid-run.
 
 bridge-publish and bridge-apply run as processes against moto's server (DynamoDB, Streams, Kinesis,
-SQS in one process) and a real broker (RabbitMQ, Redis). A writer thread changes the source table
+SQS in one process) and a real broker (RabbitMQ, Redis, NATS JetStream). A writer thread changes the source table
 (every attribute type, composite keys, items near DynamoDB's 400 KB limit) while the test kills the
 publisher once the target shows applied changes, then the applier once the target has moved on
 again: kills land on observed progress, never at a fixed count or after a sleep. At the end the
@@ -10,8 +10,10 @@ tables are identical, both processes exit 0 on SIGTERM, and nothing was dead-let
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
+import os
 import signal
 import subprocess
 import threading
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -71,12 +74,37 @@ def redis(request: pytest.FixtureRequest, name: str, tmp_path: Path, moto: str) 
         delete_streams(base, name, f"{name}.dlq", f"{name}.dlq.parked")
 
 
+@contextlib.contextmanager
+def nats(request: pytest.FixtureRequest, name: str, tmp_path: Path, moto: str) -> Iterator[str]:
+    if importlib.util.find_spec("bridge_nats") is None:
+        services.missing("transport plugin bridge_nats is not installed (pip install -e plugins/ddb-bridge-nats)")
+    base = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    parts = urlsplit(base)
+    if not services.port_open(parts.hostname or "127.0.0.1", parts.port or 4222):
+        services.missing(f"NATS with JetStream at {base}")
+    # A killed applier's deliveries come back after ack_wait=2 s.
+    yield f"{base}/{name}?ack_wait=2"
+
+    async def delete() -> None:
+        import nats as nats_client
+        import nats.js.errors
+
+        nc = await nats_client.connect(base, connect_timeout=2, allow_reconnect=False)
+        for stream in (name, f"{name}-dlq", f"{name}-dlq-parked"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+    asyncio.run(delete())
+
+
 CASES = {
     "amqp": Case(1200, 11, amqp),
     "kinesis": Case(300, 13, kinesis),
     "sqs": Case(300, 13, sqs(fifo=False)),
     "sqs-fifo": Case(300, 13, sqs(fifo=True)),
     "redis": Case(400, 23, redis),
+    "nats": Case(400, 23, nats),
 }
 
 

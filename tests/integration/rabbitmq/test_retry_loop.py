@@ -193,6 +193,32 @@ def test_a_pass_puts_back_what_is_not_due_and_moves_what_must_not_be_retried(
 
 
 @pytest.mark.aws
+def test_a_record_put_back_is_not_swallowed_by_a_broker_that_remembers_ids_for_five_minutes(
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
+    """Models real SQS FIFO: a deduplication id used in the last 300 s is accepted and then dropped,
+    even after the first copy was deleted. moto forgets an id once its message is deleted, so the
+    SQS tests cannot show this; ``memory://...?dedup_window=300`` keeps the 5-minute rule."""
+    client, table = target
+    trusted_dir(tmp_path)
+    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, f"memory://{unique}?dedup_window=300")
+    dlq_url = f"memory://{unique}.dlq?dedup_window=300"
+    not_due = _retrying(envelope([put(1)]), (0,), retry_at=time.time() + 60)
+    open_transport(dlq_url, "dlq").publish([OutgoingMessage(not_due.encode(), not_due.id, not_due.id)])
+
+    for _ in range(2):  # each pass takes the record and puts it back, changed (checked_at)
+        applier = build_applier(cfg, threading.Event())
+        try:
+            assert applier.retry is not None
+            assert applier.retry.sweep().put_back == 1, "the record was lost: put back under an id already used"
+        finally:
+            applier.close()
+
+    (back,) = records_on(dlq_url)
+    assert back.id == not_due.id and back.retry_at == not_due.retry_at
+
+
+@pytest.mark.aws
 def test_replaying_an_old_failure_never_overwrites_newer_data(
     target: tuple[Any, str], tmp_path: Path, unique: str
 ) -> None:

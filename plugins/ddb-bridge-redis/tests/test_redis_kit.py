@@ -1,20 +1,19 @@
 """ddb-bridge's transport conformance kit against the real Redis at 127.0.0.1:6379.
 
-Run from this directory: ``python -m pytest`` (REDIS_URL overrides the server).
+Run from this directory: ``python -m pytest`` (REDIS_URL overrides the server). ddb-bridge's
+own suite runs this directory too (it is in setup.cfg's testpaths).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import redis_support as support
+from redis_support import REDIS_URL
 
 from bridge.testing import TransportContract
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def server() -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+        support.missing(f"Redis at {REDIS_URL} ({exc})")
     yield client
     client.close()
 
@@ -39,7 +38,13 @@ class TestRedisTransport(TransportContract):
 
     @pytest.fixture
     def unreachable_transport_url(self, unique_destination: str) -> str:
-        with socket.socket() as s:  # a free port: nothing listens there
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return f"redis://127.0.0.1:{port}/0?stream={unique_destination}"
+        return f"redis://127.0.0.1:{support.free_port()}/0?stream={unique_destination}"
+
+    @pytest.fixture
+    def wrong_credentials_url(self, server: redis.Redis, unique_destination: str) -> str:
+        # No such ACL user: Redis refuses AUTH whether or not the default user has a password.
+        return REDIS_URL.replace("redis://", "redis://nobody:wrong@", 1) + f"?stream={unique_destination}"
+
+    @pytest.fixture
+    def delete_destination(self, server: redis.Redis) -> Callable[[str], None]:
+        return lambda url: server.delete(url.split("stream=")[1].split("&")[0])

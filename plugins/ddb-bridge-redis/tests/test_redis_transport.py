@@ -1,7 +1,7 @@
 """The Redis Streams plugin beyond the conformance kit: URL, trimming, failures, TLS.
 
-Against the real Redis at 127.0.0.1:6379 (BRIDGE_REDIS_URL overrides); the TLS test starts
-its own redis-server with a throwaway CA. The kit itself runs in tests/integration/end_to_end/test_conformance.py.
+Against the real Redis at 127.0.0.1:6379 (REDIS_URL or BRIDGE_REDIS_URL overrides); the TLS test
+starts its own redis-server with a throwaway CA. The kit itself runs in test_redis_kit.py.
 """
 
 from __future__ import annotations
@@ -10,28 +10,42 @@ import shutil
 import ssl
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import redis
+import redis_support as support
+from bridge_redis import RedisTransport
+from bridge_redis.settings import RedisSettings
 
 from bridge.errors import ConfigError, RecoverableTransportError, TransportError
 from bridge.testing import make_messages, missing, receive_bodies, receive_until
 from bridge.transport import TransportURL
 from bridge.transport.reliable import Backoff, ReliableTransport
-from tests import services
-from tests.redis_server import delete_streams, redis_url
-
-redis = pytest.importorskip("redis") if not services.IN_CI else __import__("redis")
-bridge_redis = pytest.importorskip("bridge_redis") if not services.IN_CI else __import__("bridge_redis")
-RedisTransport = bridge_redis.RedisTransport
-RedisSettings = bridge_redis.settings.RedisSettings
 
 
 @pytest.fixture
-def base_url() -> Iterator[str]:
-    with redis_url() as url:
-        yield url
+def base_url() -> str:
+    parts = urlsplit(support.REDIS_URL)
+    if not support.port_open(parts.hostname or "127.0.0.1", parts.port or 6379):
+        support.missing(f"Redis at {support.REDIS_URL} (start one with `redis-server --daemonize yes`)")
+    return support.REDIS_URL
+
+
+@pytest.fixture
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def delete_streams(base_url: str, *streams: str) -> None:
+    client = redis.Redis.from_url(base_url)
+    try:
+        client.delete(*streams)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -189,12 +203,12 @@ def test_wrong_credentials_are_fatal(base_url: str, unique: str) -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    from tests.integration.rabbitmq.test_amqp_transport import make_certificates
+    from tests.test_amqp_transport import make_certificates
 
     if shutil.which("redis-server") is None:
-        services.missing("redis-server (to start a TLS Redis)")
+        support.missing("redis-server (to start a TLS Redis)")
     ca, cert, key = make_certificates(tmp_path)
-    port = services.free_port()
+    port = support.free_port()
     server = subprocess.Popen(
         [
             "redis-server",
@@ -222,9 +236,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     )
     try:
         deadline = time.monotonic() + 20
-        while not services.port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        while not support.port_open("127.0.0.1", port) and time.monotonic() < deadline:
             if server.poll() is not None:
-                services.missing("a redis-server built with TLS")
+                support.missing("a redis-server built with TLS")
             time.sleep(0.1)
         yield port, ca
     finally:
