@@ -14,13 +14,20 @@ prints a handled error as one line and exits with its ``exit_code``::
     │   └── MessageTooLargeError              refused before sending
     ├── SourceError                  exit 6   reading the DynamoDB stream failed
     │   └── DataLossError            exit 7   records were trimmed before we read them
+    ├── SystemicError                exit 9   concerns every change (table gone, access denied, wrong
+    │   │                                     key schema, expired credentials): the line pauses
+    │   └── PausedTooLongError       exit 9   paused longer than --max-paused: a supervisor's turn
+    ├── DeadLetteredError            exit 10  an --until-idle run parked or quarantined something
     ├── RecordError                           one stream record cannot become a Change
     ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
     │   ├── UnsupportedVersionError           envelope version this build does not know
     │   └── SignatureError                    unknown key id or bad signature
     └── ApplyError                            a change could not be written to the target
-        ├── TransientApplyError               throttling, timeouts, 5xx: retry later
-        └── PermanentApplyError               validation, too large, schema mismatch
+        ├── TransientApplyError               throttling, timeouts, 5xx, proxy: retry later
+        └── PermanentApplyError               validation, too large: this change only
+
+Exit 8 is ``bridge verify``'s "the tables differ". A systemic error is not an ``ApplyError`` on
+purpose: code that parks failed changes catches ``ApplyError`` and must never catch this one.
 """
 
 from __future__ import annotations
@@ -82,6 +89,25 @@ class DataLossError(SourceError):
     exit_code = 7
 
 
+class SystemicError(BridgeError):
+    """A failure that will meet every change, not one: the table or stream is gone, access is
+    denied, the key schema differs, credentials expired, the operation is unknown, no trusted key
+    matches. Loops pause on it (messages stay on the queue, nothing is parked) and probe until the
+    cause is gone. ``scope`` names what is paused ("apply", "publish")."""
+
+    exit_code = 9
+
+
+class PausedTooLongError(SystemicError):
+    """The line stayed paused on a systemic error for longer than ``--max-paused``."""
+
+
+class DeadLetteredError(BridgeError):
+    """An ``--until-idle`` run ended with changes parked or envelopes quarantined."""
+
+    exit_code = 10
+
+
 class RecordError(BridgeError):
     """A stream record cannot be turned into a change. ``raw`` keeps the record."""
 
@@ -115,4 +141,4 @@ class TransientApplyError(ApplyError):
 
 
 class PermanentApplyError(ApplyError):
-    """Retrying will not help: validation error, item too large, key schema mismatch."""
+    """Retrying will not help this change: validation error, item too large."""

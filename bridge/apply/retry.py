@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 from bridge.change import Change
 from bridge.deadletter.records import TERMINAL, FailureRecord, Kind, Parker, State, wrap_foreign
 from bridge.envelope import Batch, TrustStore, decode
-from bridge.errors import ApplyError, BridgeError, DecodeError, TransientApplyError
+from bridge.errors import ApplyError, BridgeError, DecodeError, SystemicError, TransientApplyError
 from bridge.transport import Delivery
 from bridge.transport.reliable import Backoff, ReliableTransport
 
@@ -278,6 +278,8 @@ class RetryLoop:
                     break
                 if not self._settle(deliveries, started, report):
                     break
+        except SystemicError:
+            raise  # the apply loop pauses; what this pass received goes back to the queue below
         except BridgeError as exc:
             failed = True
             log.warning("dead-letter pass stopped early: %s; trying again in %.0f s", exc, self.policy.initial_delay_s)

@@ -108,6 +108,11 @@ def common_options(fn: F) -> F:
                 help="local directory for failures the DLQ refused",
             ),
             click.option("--until-idle", type=float, help="exit 0 once nothing new arrived for SECONDS"),
+            click.option(
+                "--max-paused",
+                type=float,
+                help="exit 9 once paused on a systemic error (table gone, access denied) for SECONDS (default: wait)",
+            ),
             click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
             click.option("--log-json/--log-text", default=None, help="log one JSON object per line"),
         ]
