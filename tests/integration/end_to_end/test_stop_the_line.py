@@ -1,0 +1,155 @@
+"""A failure that concerns every change stops the line instead of draining the queue (issue 11).
+
+Real parts: a ``bridge-apply`` process, the real RabbitMQ, moto's server. Signed envelopes are put on
+the queue directly (what bridge-publish would send), so the expected final table is known exactly.
+Queue depth is read with ``rabbitmqctl`` (ready + unacknowledged), because a paused applier's
+consumer may hold some messages unacked while it probes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import pytest
+
+from bridge.demo.workload import create_table
+from tests.deadletter_support import envelope, put, send, stored, trusted_dir
+from tests.helpers import no_failures_anywhere, start
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def queue_messages(amqp_url: str, queue: str) -> int:
+    """Messages on a queue, ready plus unacknowledged, as the broker counts them."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is needed to count unacknowledged messages")
+    vhost = unquote(urlsplit(amqp_url).path[1:]) or "/"
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "-q", "-p", vhost, "name", "messages"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    for line in out.splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    return 0
+
+
+def apply_args(endpoint: str, table: str, url: str, trusted: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--target-table",
+        table,
+        "--target-region",
+        "us-west-2",
+        "--target-endpoint",
+        endpoint,
+        "--transport",
+        url,
+        "--trusted-keys",
+        str(trusted),
+        "--quarantine-dir",
+        str(tmp_path / "q"),
+        "--transient-retries",
+        "0",
+        *extra,
+    ]
+
+
+def expected(users: range, name: str) -> dict[int, str]:
+    return {i: name for i in users}
+
+
+def names(client: Any, table: str) -> dict[int, str]:
+    return {i: item["name"]["S"] for i, item in stored(client, table).items()}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_target_table_deleted_mid_run_pauses_keeps_the_queue_and_resumes(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    url = f"{amqp_url}?queue={unique}"
+    log = tmp_path / "apply.log"
+    proc = start("bridge.cli.apply", apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path), log)
+    try:
+        send(
+            url,
+            [envelope([put(i, name={"S": "first"}) for i in range(n, n + 5)], eid=f"a{n}") for n in range(0, 20, 5)],
+        )
+        wait_for("the first changes", lambda: names(client, unique) == expected(range(20), "first"), 60, log)
+
+        client.delete_table(TableName=unique)
+        client.get_waiter("table_not_exists").wait(TableName=unique)
+        second = [
+            envelope([put(i, ts=2_000_000, name={"S": "second"}) for i in range(n, n + 5)], eid=f"b{n}")
+            for n in range(0, 40, 5)
+        ]
+        send(url, second)
+        wait_for("the pause", lambda: "apply paused" in log.read_text(), 60, log)
+        assert "ResourceNotFoundException" in log.read_text()
+        assert queue_messages(amqp_url, unique) == len(second)
+        # The first probe (5 s later) meets the cause in DescribeTable and says so in a second line;
+        # after it, still nothing left the queue and the process is up.
+        wait_for("a probe", lambda: "apply paused for" in log.read_text(), 30, log)
+        assert queue_messages(amqp_url, unique) == len(second)
+        assert proc.poll() is None, log.read_text()[-3000:]
+
+        create_table(client, unique, stream=False)
+        wait_for("the second changes", lambda: names(client, unique) == expected(range(40), "second"), 90, log)
+        wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "apply resumed" in output
+    assert output.count("apply paused:") == 1, output[-3000:]  # one ERROR when it starts, not one per probe
+    assert no_failures_anywhere(f"{url}.dlq") == []  # nothing parked, nothing left to retry
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_wrong_key_schema_pauses_and_until_idle_does_not_exit_0(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(
+        client,
+        unique,
+        stream=False,
+        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        attributes=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    url = f"{amqp_url}?queue={unique}"
+    bodies = [envelope([put(i, name={"S": "x"}) for i in range(n, n + 5)], eid=f"k{n}") for n in range(0, 30, 5)]
+    send(url, bodies)
+    log = tmp_path / "apply.log"
+    args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--until-idle", "1")
+    proc = start("bridge.cli.apply", [*args, "--max-paused", "4"], log)
+    code = proc.wait(60)
+    output = log.read_text()
+    assert code == 9, output[-3000:]  # paused longer than --max-paused: the supervisor's turn
+    assert "key schema mismatch" in output and "apply paused" in output
+    assert queue_messages(amqp_url, unique) == len(bodies)
+    assert no_failures_anywhere(f"{url}.dlq") == []
+    assert client.scan(TableName=unique)["Count"] == 0
