@@ -153,3 +153,27 @@ def test_wrong_key_schema_pauses_and_until_idle_does_not_exit_0(
     assert queue_messages(amqp_url, unique) == len(bodies)
     assert no_failures_anywhere(f"{url}.dlq") == []
     assert client.scan(TableName=unique)["Count"] == 0
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_until_idle_exits_10_when_the_run_parked_or_quarantined_something(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    url = f"{amqp_url}?queue={unique}"
+    trusted = trusted_dir(tmp_path)
+    args = apply_args(moto_endpoint, unique, url, trusted, tmp_path, "--until-idle", "1")
+    log = tmp_path / "apply.log"
+
+    send(url, [envelope([put(1, name={"S": "ok"})], eid="clean")])
+    assert start("bridge.cli.apply", args, log).wait(60) == 0, log.read_text()[-3000:]
+
+    too_big = put(2, blob={"S": "x" * 420_000})  # over DynamoDB's 400 KB item limit: parked
+    send(url, [envelope([put(3, name={"S": "ok"}), too_big], eid="poison")])
+    assert start("bridge.cli.apply", args, log).wait(60) == 10, log.read_text()[-3000:]
+    assert "1 change(s) parked and 0 envelope(s) quarantined" in log.read_text()
+    assert set(names(client, unique)) == {1, 3}
+    (parked,) = no_failures_anywhere(f"{url}.dlq")
+    assert parked.changes == (1,)
