@@ -39,24 +39,30 @@ class BridgeError(Exception):
     """Base of every error ddb-bridge raises on purpose."""
 
     exit_code = 1
+    #: Restarting the process cannot help: a supervisor should wait for an operator
+    #: (deploy/systemd's RestartPreventExitStatus lists exactly these codes; a test holds it).
+    needs_operator = False
 
 
 class ConfigError(BridgeError):
     """Configuration is invalid; the message names the key and the problem."""
 
     exit_code = 2
+    needs_operator = True
 
 
 class KeyFileError(BridgeError):
     """A signing or trusted key file is missing, unparseable or insecure."""
 
     exit_code = 3
+    needs_operator = True
 
 
 class PluginError(BridgeError):
     """A plugin failed to load or does not honour the hook contract."""
 
     exit_code = 4
+    needs_operator = True
 
 
 class UnknownTransportError(PluginError):
@@ -87,6 +93,7 @@ class DataLossError(SourceError):
     """Stream records were trimmed before they were read: a gap was lost."""
 
     exit_code = 7
+    needs_operator = True
 
 
 class SystemicError(BridgeError):
@@ -106,6 +113,7 @@ class DeadLetteredError(BridgeError):
     """An ``--until-idle`` run ended with changes parked or envelopes quarantined."""
 
     exit_code = 10
+    needs_operator = True
 
 
 class RecordError(BridgeError):
