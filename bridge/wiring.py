@@ -120,6 +120,8 @@ def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: b
         stop=stop,
         guard=guard,
         ttl_deletes=cfg.ttl_deletes,
+        health=Health(),
+        max_paused=cfg.max_paused,
     )
 
 

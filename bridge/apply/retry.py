@@ -21,7 +21,6 @@ cannot spin the CPU or the broker. ``docs/dead-letters.md`` describes it for ope
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,8 @@ from bridge.deadletter.records import TERMINAL, FailureRecord, Kind, Parker, Sta
 from bridge.envelope import Batch, TrustStore, decode
 from bridge.errors import ApplyError, BridgeError, DecodeError, SystemicError, TransientApplyError
 from bridge.transport import Delivery
-from bridge.transport.reliable import Backoff, ReliableTransport
+from bridge.transport.backoff import Backoff
+from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ class RetryPolicy:
     def delay(self, attempts: int) -> float:
         """Exponential, capped, with "equal jitter": never less than half the step, so a
         storm of failures spreads out without any record coming back at once."""
-        step = min(self.max_delay_s, self.initial_delay_s * 2.0 ** min(max(attempts - 1, 0), 60))
-        return step / 2 + random.uniform(0, step / 2)
+        return Backoff(self.initial_delay_s, self.max_delay_s, jitter="equal").delay(attempts)
 
     def exhausted(self, record: FailureRecord, now: float | None = None) -> bool:
         now = time.time() if now is None else now

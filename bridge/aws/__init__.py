@@ -4,7 +4,8 @@
 timeouts, retry mode). :mod:`~bridge.aws.errors` classifies every botocore failure (throttled,
 transient, permanent for this change, systemic); every module that calls AWS asks it.
 
-May import: ``bridge.errors``, ``bridge.transport`` (URL parsing for the AWS transports).
+May import: ``bridge.errors``, ``bridge.transport`` (URL parsing for the AWS transports, and the one
+:class:`~bridge.transport.backoff.Backoff`, re-exported here for callers that reach AWS only).
 """
 
 from bridge.aws.errors import ErrorClass, classify, describe
@@ -21,6 +22,7 @@ from bridge.aws.session import (
     param_flag,
     param_number,
 )
+from bridge.transport.backoff import Backoff
 
 __all__ = [
     "AWS_PARAMS",
@@ -28,6 +30,7 @@ __all__ = [
     "RETRYABLE_CODES",
     "AwsSide",
     "AwsTransportURL",
+    "Backoff",
     "ErrorClass",
     "aws_boundary",
     "classify",

@@ -38,8 +38,11 @@ from bridge.copy.scan import ReadBudget, describe_counts, run_parallel, scan_seg
 from bridge.errors import ConfigError, RecordError, SourceError
 from bridge.publish.sender import Sender
 from bridge.source.records import timestamp_us
+from bridge.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
+# UnprocessedKeys of a BatchGetItem that succeeded: botocore does not retry those, this loop does.
+UNPROCESSED_BACKOFF = Backoff(initial_s=0.05, max_s=2.0)
 
 DIFFERENT_EXIT = 8  # distinct from every error's exit code (1-7)
 MASK = (1 << 128) - 1
@@ -279,7 +282,7 @@ def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> d
     """Strongly consistent BatchGetItem of up to 100 wire-form keys -> wire-form items by key bytes."""
     request: dict[str, Any] = {side.table: {"Keys": [to_boto_image(k) for k in keys], "ConsistentRead": True}}
     found: dict[bytes, Image] = {}
-    delay = 0.05
+    attempt = 0
     while request:
         try:
             response = side.client.batch_get_item(RequestItems=request)
@@ -290,8 +293,8 @@ def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> d
             found[key_bytes(item, key_names)] = item
         request = response.get("UnprocessedKeys") or {}
         if request:  # throttled: back off before asking for the rest
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            attempt += 1
+            time.sleep(UNPROCESSED_BACKOFF.delay(attempt))
     return found
 
 

@@ -8,29 +8,19 @@ else is mapped to :class:`~bridge.errors.TransportError` at this boundary.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.errors import BridgeError, RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport
+from bridge.transport.backoff import Backoff
+
+__all__ = ["Backoff", "ReliableTransport"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    max_attempts: int = 0  # 0: keep trying until stopped
-
-    def delay(self, attempt: int) -> float:
-        """Full jitter (AWS architecture blog): spreads reconnect storms out."""
-        return random.uniform(0, min(self.max_s, self.initial_s * 2 ** (attempt - 1)))
 
 
 class ReliableTransport:

@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -21,6 +20,7 @@ from botocore.exceptions import ClientError
 from bridge.aws import CONNECTION_ERRORS, RETRYABLE_CODES, AwsTransportURL, aws_boundary, error_code
 from bridge.errors import ConfigError, MessageTooLargeError, RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport, TransportURL
+from bridge.transport.backoff import Backoff
 from bridge_sqs.settings import MAX_SQS_BYTES, REDRIVE_PARAMS, SqsSettings, payload_limit
 from bridge_sqs.visibility import VisibilityKeeper
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 BATCH_ENTRIES = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage
 ID_ATTRIBUTE = "bridge-message-id"
 SEND_ATTEMPTS = 10
+# Failed entries of a SendMessageBatch that succeeded: botocore does not retry those, this loop does.
+ENTRY_BACKOFF = Backoff(initial_s=0.1, max_s=5.0)
 _NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _QUEUE_EXISTS = frozenset({"QueueAlreadyExists", "QueueNameExists"})
 # MessageGroupId / MessageDeduplicationId: up to 128 of these characters.
@@ -143,7 +145,7 @@ class SqsTransport(Transport):
                 )
             pending = {str(f["Id"]): pending[str(f["Id"])] for f in failed}
             if attempt < SEND_ATTEMPTS:
-                delay = random.uniform(0, min(5.0, 0.1 * 2 ** (attempt - 1)))
+                delay = ENTRY_BACKOFF.delay(attempt)
                 log.info(
                     "%s: %d of %d messages failed (%s); sending them again in %.2fs",
                     self.where,
