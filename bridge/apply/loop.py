@@ -25,7 +25,14 @@ from bridge.apply.target import TargetTable
 from bridge.change import Change, Outcome
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Batch, TrustStore, decode, peek
-from bridge.errors import ApplyError, DecodeError, PermanentApplyError, SystemicError, TransientApplyError
+from bridge.errors import (
+    ApplyError,
+    DecodeError,
+    PermanentApplyError,
+    RecoverableTransportError,
+    SystemicError,
+    TransientApplyError,
+)
 from bridge.observe import Health
 from bridge.observe.pause import Pause
 from bridge.transport import Delivery
@@ -228,6 +235,10 @@ class Applier:
                 except SystemicError as exc:
                     self.pause.hold(exc)
                     continue
+                except RecoverableTransportError:
+                    if self.stop.is_set():
+                        break  # shutdown during a broker outage: nothing was received, nothing to ack
+                    raise
                 except ApplyError as exc:
                     if not self.pause.held:
                         raise

@@ -30,7 +30,14 @@ from typing import Generic, TypeVar
 from bridge.change import Change
 from bridge.deadletter.records import TERMINAL, FailureRecord, Kind, Parker, State, wrap_foreign
 from bridge.envelope import Batch, TrustStore, decode
-from bridge.errors import ApplyError, BridgeError, DecodeError, SystemicError, TransientApplyError
+from bridge.errors import (
+    ApplyError,
+    BridgeError,
+    DecodeError,
+    RecoverableTransportError,
+    SystemicError,
+    TransientApplyError,
+)
 from bridge.transport import Delivery
 from bridge.transport.backoff import Backoff
 from bridge.transport.reliable import ReliableTransport
@@ -279,6 +286,9 @@ class RetryLoop:
                     break
         except SystemicError:
             raise  # the apply loop pauses; what this pass received goes back to the queue below
+        except RecoverableTransportError as exc:
+            failed = True  # the transport reported the outage already, once
+            log.debug("dead-letter pass stopped early: %s", exc)
         except BridgeError as exc:
             failed = True
             log.warning("dead-letter pass stopped early: %s; trying again in %.0f s", exc, self.policy.initial_delay_s)

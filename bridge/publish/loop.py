@@ -18,7 +18,7 @@ import orjson
 from bridge.change import Change
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Compression, Signer
-from bridge.errors import RecordError, SystemicError
+from bridge.errors import RecordError, RecoverableTransportError, SystemicError
 from bridge.observe import Health
 from bridge.observe.pause import Pause
 from bridge.publish.batching import BatchLimits, record_size
@@ -119,6 +119,10 @@ class Publisher:
             except SystemicError as exc:
                 self._stop_line(exc)
                 continue
+            except RecoverableTransportError:
+                if self.stop.is_set():
+                    break  # shutdown during a broker outage; the flush below says what stays unsent
+                raise
             self.pause.release()
             if got:
                 last_activity = time.monotonic()
@@ -126,8 +130,15 @@ class Publisher:
                 if until_idle is not None and time.monotonic() - last_activity >= until_idle:
                     break
                 time.sleep(0.05)
-        while not self.pause.held and (self._buf.items or self._ended):
-            self.flush()
+        try:
+            while not self.pause.held and (self._buf.items or self._ended):
+                self.flush()
+        except RecoverableTransportError as exc:
+            if not self.stop.is_set():
+                raise
+            # Shutdown during a broker outage: what was not confirmed is not checkpointed either,
+            # so the next start reads it again.
+            log.warning("stopping with %d unsent change(s) not checkpointed: %s", self._buf.changes, exc)
         return self.stats
 
     def _turn(self) -> bool:

@@ -22,6 +22,11 @@ __all__ = ["Backoff", "ReliableTransport"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Outages in progress, by broker (scheme and host part of the URL): the main queue, the retry
+# queue and the parked queue of one broker go down together and are reported as one outage.
+_outages: dict[str, float] = {}
+_outages_lock = threading.Lock()
+
 
 class ReliableTransport:
     """Wraps a :class:`Transport`: retries recoverable errors, maps the rest."""
@@ -38,6 +43,8 @@ class ReliableTransport:
         self.stop = stop or threading.Event()
         self._sleep = sleep
         self.reconnects = 0
+        self.unreachable_since: float | None = None  # wall clock of the first failure of an outage
+        self._outage_started = 0.0
 
     @property
     def max_message_bytes(self) -> int:
@@ -49,33 +56,72 @@ class ReliableTransport:
         while True:
             attempt += 1
             try:
-                return fn()
+                result = fn()
             except recoverable as exc:
-                if self.backoff.max_attempts and attempt >= self.backoff.max_attempts:
+                self._outage(what, exc)
+                if self.backoff.exhausted(attempt):
                     raise RecoverableTransportError(
                         f"{what} on {self.transport.url.redacted()} failed {attempt} times: {exc}"
                     ) from exc
                 if self.stop.is_set():
                     raise RecoverableTransportError(f"{what} interrupted by shutdown: {exc}") from exc
                 delay = self.backoff.delay(attempt)
-                log.warning(
-                    "%s on %s failed (%s: %s); reconnecting in %.1fs (attempt %d)",
-                    what,
-                    self.transport.url.redacted(),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    attempt,
-                )
+                log.debug("%s on %s failed (%r); again in %.1fs", what, self.transport.url.redacted(), exc, delay)
                 self._safe_close()
                 self.reconnects += 1
-                self._sleep(delay)
+                self._wait(delay)
             except BridgeError:
                 raise
             except Exception as exc:
                 raise TransportError(
                     f"{what} on {self.transport.url.redacted()} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            else:
+                self._reachable()
+                return result
+
+    @property
+    def _broker(self) -> str:
+        url = self.transport.url
+        return f"{url.scheme}://{url.netloc}"
+
+    def _outage(self, what: str, exc: BaseException) -> None:
+        """One WARNING when an outage of the broker starts; the attempts under it log at DEBUG."""
+        if self.unreachable_since is not None:
+            return
+        self.unreachable_since = time.time()
+        self._outage_started = time.monotonic()
+        with _outages_lock:
+            known = self._broker in _outages
+            _outages.setdefault(self._broker, self._outage_started)
+        if known:
+            return
+        log.warning(
+            "%s unreachable since %s (%s failed: %s: %s); retrying until it answers",
+            self.transport.url.redacted(),
+            time.strftime("%H:%M:%S", time.localtime(self.unreachable_since)),
+            what,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _reachable(self) -> None:
+        if self.unreachable_since is None:
+            return
+        self.unreachable_since = None
+        with _outages_lock:
+            started = _outages.pop(self._broker, None)
+        if started is not None:
+            log.warning(
+                "%s reachable again after %.0f s unreachable", self.transport.url.redacted(), time.monotonic() - started
+            )
+
+    def _wait(self, seconds: float) -> None:
+        # A shutdown cuts the wait short (the caller then sees stop set and gives up).
+        if self._sleep is time.sleep:
+            self.stop.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def _safe_close(self) -> None:
         try:

@@ -22,9 +22,11 @@ from bridge_amqp.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
 
-# Backoff for kombu's ensure_connection: 4 attempts, sleeping 1 s, 3 s, 5 s between them.
-# Short on purpose: core's own retry loop takes over after RecoverableTransportError.
-CONNECT_RETRIES = 3
+# kombu's ensure_connection tries once: core's ReliableTransport is the one retry loop (with the
+# one backoff, a shutdown that interrupts its waits, and one WARNING per outage). Retrying here as
+# well stacked 4 attempts and up to 9 s of sleep that SIGTERM could not cut short under every one
+# of core's attempts.
+CONNECT_RETRIES = 0
 INTERVAL_START = 1.0
 INTERVAL_STEP = 2.0
 INTERVAL_MAX = 10.0
@@ -157,7 +159,7 @@ class Link:
     def _retrying(self, exc: BaseException, interval: float) -> None:
         if isinstance(exc, FATAL):
             raise exc  # kombu retries every OSError; stop retrying a rejected certificate
-        log.warning(
+        log.debug(
             "cannot connect to %s (%s: %s); retrying in %.1f s",
             self.settings.where,
             type(exc).__name__,

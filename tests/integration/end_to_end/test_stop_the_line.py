@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -177,3 +178,39 @@ def test_until_idle_exits_10_when_the_run_parked_or_quarantined_something(
     assert set(names(client, unique)) == {1, 3}
     (parked,) = no_failures_anywhere(f"{url}.dlq")
     assert parked.changes == (1,)
+
+
+@pytest.mark.aws
+def test_sigterm_while_the_broker_is_unreachable_exits_0_within_seconds(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    with socket.socket() as s:  # a port nothing listens on: the broker is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"amqp://guest:guest@127.0.0.1:{port}//?queue={unique}"
+    log = tmp_path / "apply.log"
+    proc = start("bridge.cli.apply", apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path), log)
+    try:
+        wait_for("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
+        # several of core's attempts (0.2 s doubling up to 10 s) go by before the signal
+        wait_for("a few attempts", lambda: time.monotonic() > _noticed(log) + 3, 30, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = proc.wait(60)
+    took = time.monotonic() - sent
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert took < 5, f"took {took:.1f} s to stop\n{output[-3000:]}"
+    # one WARNING for the outage, not one per attempt (of core's loop or of kombu's under it)
+    assert output.count("unreachable since") == 1, output[-3000:]
+    assert "Traceback" not in output
+
+
+_NOTICED: dict[Path, float] = {}
+
+
+def _noticed(log: Path) -> float:
+    return _NOTICED.setdefault(log, time.monotonic())
