@@ -8,10 +8,12 @@ consumer may hold some messages unacked while it probes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -214,3 +216,78 @@ _NOTICED: dict[Path, float] = {}
 
 def _noticed(log: Path) -> float:
     return _NOTICED.setdefault(log, time.monotonic())
+
+
+class Forwarder:
+    """A TCP relay from a local port to the real RabbitMQ: closed, the broker is unreachable; open,
+    it is back. Nothing else on the machine shares the broker's fate."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self.server: socket.socket | None = None
+
+    def open(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen()
+        self.server = server
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self.server is not None
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_a_broker_outage_logs_one_warning_when_it_starts_and_one_when_it_ends(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    broker = urlsplit(amqp_url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay = Forwarder(port, (broker.hostname or "127.0.0.1", broker.port or 5672))
+    via_relay = f"amqp://{broker.username}:{broker.password}@127.0.0.1:{port}{broker.path}?queue={unique}"
+    log = tmp_path / "apply.log"
+    proc = start("bridge.cli.apply", apply_args(moto_endpoint, unique, via_relay, trusted_dir(tmp_path), tmp_path), log)
+    try:
+        wait_for("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
+        relay.open()
+        wait_for("the end of the outage", lambda: "reachable again" in log.read_text(), 60, log)
+        send(f"{amqp_url}?queue={unique}", [envelope([put(1, name={"S": "after"})], eid="after")])
+        wait_for("the change", lambda: names(client, unique) == {1: "after"}, 60, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        relay.close()
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert output.count("unreachable since") == 1 and output.count("reachable again") == 1, output[-3000:]
+    assert output.count("WARNING") == 2, output[-3000:]  # nothing else warned about it
