@@ -15,12 +15,12 @@ import botocore.exceptions
 from bridge.apply.loop import Applier, ApplyStats, ChangeApplier, OnApplied
 from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
-from bridge.aws import AwsSide
+from bridge.aws import AwsSide, ErrorClass, classify, describe
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Signer, TrustStore
-from bridge.errors import ConfigError, SourceError
+from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
 from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
@@ -69,7 +69,9 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
     except client.exceptions.ResourceNotFoundException as exc:
         raise ConfigError(f"source table {table!r} does not exist") from exc
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise SourceError(f"cannot describe source table {table!r}: {exc}") from exc
+        if classify(exc) is ErrorClass.SYSTEMIC:
+            raise SystemicError(f"cannot describe source table {table!r}: {describe(exc)}") from exc
+        raise SourceError(f"cannot describe source table {table!r}: {describe(exc)}") from exc
     spec = desc.get("StreamSpecification") or {}
     arn = desc.get("LatestStreamArn")
     if not spec.get("StreamEnabled") or not arn:

@@ -36,6 +36,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from bridge.errors import BridgeError, SystemicError
+
 __all__ = [
     "CONNECTION_ERRORS",
     "SYSTEMIC_CODES",
@@ -45,6 +47,7 @@ __all__ = [
     "classify",
     "describe",
     "error_code",
+    "failure",
 ]
 
 
@@ -182,3 +185,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {_message(exc) or exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def failure(exc: BaseException, text: str, other: type[BridgeError]) -> BridgeError:
+    """The bridge error for an AWS failure at a boundary: SystemicError if it concerns every call
+    (the caller pauses or exits 9), else ``other`` (e.g. SourceError). ``text`` says what failed."""
+    kind = SystemicError if classify(exc) is ErrorClass.SYSTEMIC else other
+    return kind(f"{text}: {describe(exc)}")

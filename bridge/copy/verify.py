@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws.errors import failure
 from bridge.change import Change, Image, Operation, Position, Version, from_boto_image, key_token, to_boto_image
 from bridge.copy.bootstrap import COPY_MARGIN_S, scanned_change
 from bridge.copy.compare import DEFAULT_PREFIX, canonical_bytes, item_digest, key_bytes
@@ -132,9 +133,9 @@ def table_keys(client: Any, table: str, side: str) -> tuple[str, ...]:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigError(f"{side} table {table!r} does not exist") from exc
-        raise SourceError(f"cannot describe {side} table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe {side} table {table!r}", SourceError) from exc
     except BotoCoreError as exc:
-        raise SourceError(f"cannot describe {side} table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe {side} table {table!r}", SourceError) from exc
     return tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
 
 
@@ -287,7 +288,9 @@ def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> d
         try:
             response = side.client.batch_get_item(RequestItems=request)
         except (ClientError, BotoCoreError) as exc:
-            raise SourceError(f"reading {len(keys)} keys from {side.name} table {side.table!r} failed: {exc}") from exc
+            raise failure(
+                exc, f"reading {len(keys)} keys from {side.name} table {side.table!r} failed", SourceError
+            ) from exc
         for raw in response.get("Responses", {}).get(side.table, []):
             item = from_boto_image(raw)
             found[key_bytes(item, key_names)] = item
