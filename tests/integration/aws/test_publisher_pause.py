@@ -23,6 +23,7 @@ from bridge.envelope import TrustStore, decode, keygen
 from bridge.envelope.keys import Signer
 from bridge.plugin.manager import open_transport
 from bridge.wiring import build_publisher
+from tests.helpers import start
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
@@ -104,3 +105,29 @@ def test_access_denied_on_the_stream_pauses_and_resumes_without_a_gap(
     assert not thread.is_alive()
     first_seen = list(dict.fromkeys(received))
     assert first_seen == list(range(1, 11))  # in stream order, no gap (a re-send is harmless)
+
+
+@pytest.mark.aws
+def test_bridge_publish_pauses_when_its_table_is_deleted_and_exits_9_after_max_paused(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique)
+    write(client, unique, range(1, 4))
+    private, _ = keygen(tmp_path / "keys")
+    log = tmp_path / "publish.log"
+    args = ["--source-table", unique, "--source-region", "us-west-2", "--source-endpoint", moto_endpoint]
+    args += ["--transport", "memory://x", "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite")]
+    proc = start("bridge.cli.publish", [*args, "--max-paused", "3"], log)
+    try:
+        wait_for("the publisher to start", lambda: "publishing" in log.read_text(), 60)
+        client.delete_table(TableName=unique)
+        wait_for("the pause", lambda: "publish paused" in log.read_text(), 60)
+        assert proc.poll() is None  # paused, not gone
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert code == 9, output[-3000:]
+    assert "more than --max-paused 3" in output and "Traceback" not in output
