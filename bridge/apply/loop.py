@@ -150,8 +150,9 @@ class Applier:
     """
 
     #: An envelope signed by a key not in trusted_keys is quarantined only once an envelope of
-    #: this run verified and fewer than this many unknown ones came in a row since; otherwise the
-    #: trusted keys match nothing of the stream (a key rotated on one side only): the line pauses.
+    #: this run verified and fewer than this many envelopes of that same unknown key came in a row
+    #: since; otherwise the trusted keys match nothing of the stream (a key rotated on one side
+    #: only): the line pauses. Counting one key id keeps corrupted headers (random ids) quarantined.
     unknown_key_run_limit = 20
 
     def __init__(
@@ -201,7 +202,8 @@ class Applier:
         self.health = health or Health()
         self.pause = Pause("apply", self.health, max_paused_s=max_paused)
         self._verified_once = False
-        self._unknown_run = 0  # envelopes with an unknown key id since the last one that verified
+        self._unknown_run = 0  # envelopes in a row signed by _unknown_key_id, since the last that verified
+        self._unknown_key_id = ""
 
     def run(self, until_idle: float | None = None) -> ApplyStats:
         """Apply until stopped, or until idle: nothing arrived for ``until_idle`` seconds and
@@ -338,7 +340,8 @@ class Applier:
             return  # not an envelope at all: this message's problem
         if key_id in self.trust.key_ids:
             return  # a known key with a bad signature: this message's problem
-        self._unknown_run += 1
+        self._unknown_run = self._unknown_run + 1 if key_id == self._unknown_key_id else 1
+        self._unknown_key_id = key_id
         if not self._verified_once or self._unknown_run >= self.unknown_key_run_limit:
             trusted = ", ".join(sorted(self.trust.key_ids)) or "none"
             raise SystemicError(

@@ -215,6 +215,31 @@ def test_a_systemic_failure_dead_letters_nothing_and_leaves_the_messages_on_the_
 
 
 @pytest.mark.aws
+def test_a_run_of_envelopes_from_one_unknown_key_stops_the_line_after_the_limit(
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
+    client, table = target
+    trusted_dir(tmp_path)
+    url = f"memory://{unique}"
+    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url)
+    strangers = [envelope([put(100 + i)], signer=STRANGER, eid=f"s{i}") for i in range(25)]
+    send(url, [envelope([put(1)], eid="trusted"), *strangers])
+    applier = build_applier(cfg, threading.Event())
+    try:
+        with pytest.raises(SystemicError, match=f"{STRANGER.key_id}.*20 in a row"):
+            while True:
+                applier.process(applier.source.receive(4, 1.0))
+        left = applier.source.receive(100, 1.0)
+    finally:
+        applier.close()
+    limit = applier.unknown_key_run_limit
+    assert applier.stats.quarantined == limit - 1  # the stray ones before the rule could tell
+    assert len(records_on(url + ".dlq.parked")) == limit - 1
+    assert len(left) == len(strangers) - (limit - 1)  # the rest stay on the queue
+    assert set(stored(client, table)) == {1}
+
+
+@pytest.mark.aws
 def test_an_envelope_from_an_untrusted_key_is_quarantined_whole(
     target: tuple[Any, str], tmp_path: Path, unique: str
 ) -> None:
