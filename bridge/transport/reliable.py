@@ -36,12 +36,13 @@ class ReliableTransport:
         transport: Transport,
         backoff: Backoff = Backoff(),
         stop: threading.Event | None = None,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.transport = transport
         self.backoff = backoff
         self.stop = stop or threading.Event()
-        self._sleep = sleep
+        # Waiting on the stop event: a shutdown cuts the wait short (the loop then sees stop set).
+        self._sleep = sleep or self.stop.wait
         self.reconnects = 0
         self.unreachable_since: float | None = None  # wall clock of the first failure of an outage
         self._outage_started = 0.0
@@ -69,7 +70,7 @@ class ReliableTransport:
                 log.debug("%s on %s failed (%r); again in %.1fs", what, self.transport.url.redacted(), exc, delay)
                 self._safe_close()
                 self.reconnects += 1
-                self._wait(delay)
+                self._sleep(delay)
             except BridgeError:
                 raise
             except Exception as exc:
@@ -115,13 +116,6 @@ class ReliableTransport:
             log.warning(
                 "%s reachable again after %.0f s unreachable", self.transport.url.redacted(), time.monotonic() - started
             )
-
-    def _wait(self, seconds: float) -> None:
-        # A shutdown cuts the wait short (the caller then sees stop set and gives up).
-        if self._sleep is time.sleep:
-            self.stop.wait(seconds)
-        else:
-            self._sleep(seconds)
 
     def _safe_close(self) -> None:
         try:
