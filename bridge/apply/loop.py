@@ -302,6 +302,9 @@ class Applier:
         self.changes.count(
             "parked", sum(len(r.changes) for r in records if r.kind is Kind.CHANGES and r.state is State.PARKED)
         )
+        # Counted here, not when decoding: a systemic failure before this point sends the whole
+        # batch back, and nothing of it was quarantined.
+        self.changes.count("quarantined", sum(1 for r in records if r.kind is Kind.ENVELOPE))
         if records:
             self.parker.park_all(records)
             if self.retry is not None:
@@ -316,7 +319,6 @@ class Applier:
             batch = decode(delivery.body, self.trust)
         except DecodeError as exc:
             self._unknown_key(delivery.body)
-            self.stats.quarantined += 1
             records.append(
                 FailureRecord.from_exception(
                     Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=_printable(delivery.message_id)
