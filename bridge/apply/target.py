@@ -149,7 +149,7 @@ class TargetTable:
             object.__setattr__(self, "key_names", key_names)
             object.__setattr__(self, "key_types", key_types)
         try:
-            self._ensure_tombstone_table(desc, self.create)
+            self._ensure_tombstone_table(desc, self.create, check_ttl=False)  # a probe every 5 s: warn at start only
         except ConfigError as exc:
             raise SystemicError(str(exc)) from exc
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -157,9 +157,11 @@ class TargetTable:
                 raise SystemicError(f"tombstone table {self.tombstone_table!r}: {describe(exc)}") from exc
             raise TransientApplyError(f"tombstone table {self.tombstone_table!r}: {describe(exc)}") from exc
 
-    def _ensure_tombstone_table(self, target_desc: dict[str, Any], create: bool) -> None:
+    def _ensure_tombstone_table(self, target_desc: dict[str, Any], create: bool, *, check_ttl: bool = True) -> None:
         try:
             self.client.describe_table(TableName=self.tombstone_table)
+            if not check_ttl:
+                return
         except self.client.exceptions.ResourceNotFoundException:
             if not create:
                 raise ConfigError(
