@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,28 @@ def test_a_missing_table_or_stream_exits_2_with_one_line(moto_endpoint: str, uni
     result = run("bridge.cli.apply", "--target-table", unique + "-gone", "--trusted-keys", str(public), *apply)
     assert result.returncode == 2, result.stderr
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.aws
+def test_publish_until_idle_exits_10_when_the_run_parked_a_change(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    private, _ = keygen(tmp_path / "keys")
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique)
+    # SQS on moto with a small per-queue limit: a change of incompressible bytes cannot fit at all.
+    transport = f"sqs://{unique}?region=us-west-2&endpoint_url={moto_endpoint}&max_message_bytes=2048"
+    args = ["--source-table", unique, "--source-region", "us-west-2", "--source-endpoint", moto_endpoint]
+    args += ["--transport", transport, "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite")]
+    args += ["--quarantine-dir", str(tmp_path / "q"), "--until-idle", "2"]
+
+    client.put_item(TableName=unique, Item={"tenant": {"S": "a"}, "user_id": {"N": "1"}})
+    clean = run("bridge.cli.publish", *args)
+    assert clean.returncode == 0, clean.stderr
+
+    blob = {"B": os.urandom(8192)}
+    client.put_item(TableName=unique, Item={"tenant": {"S": "a"}, "user_id": {"N": "2"}, "blob": blob})
+    parked = run("bridge.cli.publish", *args)
+    assert parked.returncode == 10, parked.stderr
+    assert "1 record(s) or change(s) parked in this run" in parked.stderr
+    assert '"oversize":1' in parked.stdout
