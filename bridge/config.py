@@ -30,6 +30,9 @@ class _Common(BaseModel):
         Path("bridge-quarantine"), description="local directory for failures the dead-letter queue refused"
     )
     until_idle: float | None = Field(None, ge=0, description="exit 0 once nothing arrived for this many seconds")
+    max_paused: float | None = Field(
+        None, gt=0, description="exit 9 after the line was paused on a systemic error this many seconds (default: wait)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_json: bool = Field(
         False, description="log one JSON object per line", json_schema_extra={"flag": "--log-json/--log-text"}

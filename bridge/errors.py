@@ -14,13 +14,20 @@ prints a handled error as one line and exits with its ``exit_code``::
     │   └── MessageTooLargeError              refused before sending
     ├── SourceError                  exit 6   reading the DynamoDB stream failed
     │   └── DataLossError            exit 7   records were trimmed before we read them
+    ├── SystemicError                exit 9   concerns every change (table gone, access denied, wrong
+    │   │                                     key schema, expired credentials): the line pauses
+    │   └── PausedTooLongError       exit 9   paused longer than --max-paused: a supervisor's turn
+    ├── DeadLetteredError            exit 10  an --until-idle run parked or quarantined something
     ├── RecordError                           one stream record cannot become a Change
     ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
     │   ├── UnsupportedVersionError           envelope version this build does not know
     │   └── SignatureError                    unknown key id or bad signature
     └── ApplyError                            a change could not be written to the target
-        ├── TransientApplyError               throttling, timeouts, 5xx: retry later
-        └── PermanentApplyError               validation, too large, schema mismatch
+        ├── TransientApplyError               throttling, timeouts, 5xx, proxy: retry later
+        └── PermanentApplyError               validation, too large: this change only
+
+Exit 8 is ``bridge verify``'s "the tables differ". A systemic error is not an ``ApplyError`` on
+purpose: code that parks failed changes catches ``ApplyError`` and must never catch this one.
 """
 
 from __future__ import annotations
@@ -32,24 +39,30 @@ class BridgeError(Exception):
     """Base of every error ddb-bridge raises on purpose."""
 
     exit_code = 1
+    #: Restarting the process cannot help: a supervisor should wait for an operator
+    #: (deploy/systemd's RestartPreventExitStatus lists exactly these codes; a test holds it).
+    needs_operator = False
 
 
 class ConfigError(BridgeError):
     """Configuration is invalid; the message names the key and the problem."""
 
     exit_code = 2
+    needs_operator = True
 
 
 class KeyFileError(BridgeError):
     """A signing or trusted key file is missing, unparseable or insecure."""
 
     exit_code = 3
+    needs_operator = True
 
 
 class PluginError(BridgeError):
     """A plugin failed to load or does not honour the hook contract."""
 
     exit_code = 4
+    needs_operator = True
 
 
 class UnknownTransportError(PluginError):
@@ -80,6 +93,27 @@ class DataLossError(SourceError):
     """Stream records were trimmed before they were read: a gap was lost."""
 
     exit_code = 7
+    needs_operator = True
+
+
+class SystemicError(BridgeError):
+    """A failure that will meet every change, not one: the table or stream is gone, access is
+    denied, the key schema differs, credentials expired, the operation is unknown, no trusted key
+    matches. Loops pause on it (messages stay on the queue, nothing is parked) and probe until the
+    cause is gone. ``scope`` names what is paused ("apply", "publish")."""
+
+    exit_code = 9
+
+
+class PausedTooLongError(SystemicError):
+    """The line stayed paused on a systemic error for longer than ``--max-paused``."""
+
+
+class DeadLetteredError(BridgeError):
+    """An ``--until-idle`` run ended with changes parked or envelopes quarantined."""
+
+    exit_code = 10
+    needs_operator = True
 
 
 class RecordError(BridgeError):
@@ -115,4 +149,4 @@ class TransientApplyError(ApplyError):
 
 
 class PermanentApplyError(ApplyError):
-    """Retrying will not help: validation error, item too large, key schema mismatch."""
+    """Retrying will not help this change: validation error, item too large."""

@@ -12,15 +12,16 @@ from typing import Any
 
 import botocore.exceptions
 
-from bridge.apply.loop import Applier, OnApplied
+from bridge.apply.loop import Applier, ApplyStats, ChangeApplier, OnApplied
 from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
-from bridge.aws import AwsSide
+from bridge.aws import AwsSide, ErrorClass, classify, describe
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Signer, TrustStore
-from bridge.errors import ConfigError, SourceError
+from bridge.errors import ConfigError, SourceError, SystemicError
+from bridge.observe import Health
 from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
 from bridge.publish.loopguard import LoopGuard, SqliteStore
@@ -68,7 +69,9 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
     except client.exceptions.ResourceNotFoundException as exc:
         raise ConfigError(f"source table {table!r} does not exist") from exc
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise SourceError(f"cannot describe source table {table!r}: {exc}") from exc
+        if classify(exc) is ErrorClass.SYSTEMIC:
+            raise SystemicError(f"cannot describe source table {table!r}: {describe(exc)}") from exc
+        raise SourceError(f"cannot describe source table {table!r}: {describe(exc)}") from exc
     spec = desc.get("StreamSpecification") or {}
     arn = desc.get("LatestStreamArn")
     if not spec.get("StreamEnabled") or not arn:
@@ -119,13 +122,15 @@ def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: b
         stop=stop,
         guard=guard,
         ttl_deletes=cfg.ttl_deletes,
+        health=Health(),
+        max_paused=cfg.max_paused,
     )
 
 
-def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
-    trust = TrustStore.load(cfg.trusted_keys)
+def open_target(cfg: ApplyConfig) -> TargetTable:
+    """The target table as bridge-apply writes to it; ``bridge dlq replay`` writes the same way."""
     side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))
-    target = TargetTable.open(
+    return TargetTable.open(
         side.client("dynamodb"),
         cfg.target_table,
         prefix=cfg.attribute_prefix,
@@ -134,6 +139,20 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         create=cfg.create,
         local_origin=cfg.origin or cfg.target_region,
     )
+
+
+def retry_policy(cfg: ApplyConfig) -> RetryPolicy:
+    return RetryPolicy(cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay)
+
+
+def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
+    """What applies changes outside the apply loop (``bridge dlq replay``): bridge-apply's target and retries."""
+    return ChangeApplier(open_target(cfg), stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
+
+
+def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+    trust = TrustStore.load(cfg.trusted_keys)
+    target = open_target(cfg)
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop)
     return Applier(
         transport,
@@ -145,9 +164,9 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         on_applied=on_applied,
         stop=stop,
         transient_retries=cfg.transient_retries,
-        retry_policy=RetryPolicy(
-            cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay
-        ),
+        retry_policy=retry_policy(cfg),
+        health=Health(),
+        max_paused=cfg.max_paused,
     )
 
 

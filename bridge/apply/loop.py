@@ -24,8 +24,17 @@ from bridge.apply.retry import Failed, RetryLoop, RetryPolicy, failure_records, 
 from bridge.apply.target import TargetTable
 from bridge.change import Change, Outcome
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
-from bridge.envelope import Batch, TrustStore, decode
-from bridge.errors import ApplyError, DecodeError, PermanentApplyError, TransientApplyError
+from bridge.envelope import Batch, TrustStore, decode, peek
+from bridge.errors import (
+    ApplyError,
+    DecodeError,
+    PermanentApplyError,
+    RecoverableTransportError,
+    SystemicError,
+    TransientApplyError,
+)
+from bridge.observe import Health
+from bridge.observe.pause import Pause
 from bridge.transport import Delivery
 from bridge.transport.reliable import Backoff, ReliableTransport
 
@@ -125,7 +134,7 @@ class ChangeApplier:
     def _apply_one(self, change: Change) -> Outcome:
         try:
             return self.target.apply(change)
-        except ApplyError:
+        except (ApplyError, SystemicError):
             raise
         except Exception as exc:  # e.g. a B value that is not base64: this change's problem only
             log.warning("change could not be applied (%s: %s); parking it", type(exc).__name__, exc)
@@ -133,6 +142,19 @@ class ChangeApplier:
 
 
 class Applier:
+    """Receives, verifies, applies and acks; stops the line on a systemic error.
+
+    A :class:`~bridge.errors.SystemicError` (target table gone, access denied, wrong key schema,
+    no trusted key matching the stream) releases every message of the batch back to the queue
+    unacked and pauses (see :class:`~bridge.observe.pause.Pause`): nothing is parked for it.
+    """
+
+    #: An envelope signed by a key not in trusted_keys is quarantined only once an envelope of
+    #: this run verified and fewer than this many envelopes of that same unknown key came in a row
+    #: since; otherwise the trusted keys match nothing of the stream (a key rotated on one side
+    #: only): the line pauses. Counting one key id keeps corrupted headers (random ids) quarantined.
+    unknown_key_run_limit = 20
+
     def __init__(
         self,
         source: ReliableTransport,
@@ -148,6 +170,8 @@ class Applier:
         retry_queue: ReliableTransport | None = None,
         on_applied: OnApplied | None = None,
         stop: threading.Event | None = None,
+        health: Health | None = None,
+        max_paused: float | None = None,
     ) -> None:
         self.source = source
         self.target = target
@@ -175,24 +199,57 @@ class Applier:
             )
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent envelope ids
         self._seen_max = 10_000
+        self.health = health or Health()
+        self.pause = Pause("apply", self.health, max_paused_s=max_paused)
+        self._verified_once = False
+        self._unknown_run = 0  # envelopes in a row signed by _unknown_key_id, since the last that verified
+        self._unknown_key_id = ""
 
     def run(self, until_idle: float | None = None) -> ApplyStats:
         """Apply until stopped, or until idle: nothing arrived for ``until_idle`` seconds and
         no dead-letter re-attempt is due within that time (later ones wait for the next run)."""
         last_activity = time.monotonic()
+        self.health.register_loop("apply", max_interval_s=120)
         try:
             while not self.stop.is_set():
-                wait = 0.5
-                if self.retry is not None:
-                    if self.retry.due():
-                        self.retry.sweep()
-                    wait = max(0.0, min(wait, self.retry.seconds_until_due()))
-                deliveries = self.source.receive(self.batch_messages, timeout=wait)
-                if deliveries:
-                    self.process(deliveries)
+                self.health.beat("apply")
+                if self.pause.held:
+                    # Paused is never idle: --until-idle must not report a stopped line as drained.
                     last_activity = time.monotonic()
-                elif (
-                    until_idle is not None
+                    wait = self.pause.seconds_until_probe()
+                    if wait > 0:
+                        self.pause.check_limit()
+                        self.stop.wait(min(wait, 0.5))
+                        continue
+                try:
+                    if self.pause.held:
+                        self.target.check()
+                    wait = 0.5
+                    if self.retry is not None:
+                        if self.retry.due():
+                            self.retry.sweep()
+                        wait = max(0.0, min(wait, self.retry.seconds_until_due()))
+                    deliveries = self.source.receive(self.batch_messages, timeout=wait)
+                    if deliveries:
+                        self.process(deliveries)
+                        last_activity = time.monotonic()
+                    self.pause.release()
+                except SystemicError as exc:
+                    self.pause.hold(exc)
+                    continue
+                except RecoverableTransportError:
+                    if self.stop.is_set():
+                        break  # shutdown during a broker outage: nothing was received, nothing to ack
+                    raise
+                except ApplyError as exc:
+                    if not self.pause.held:
+                        raise
+                    log.debug("probe: %s", exc)  # the cause may be going away; probe again
+                    self.pause.hold(SystemicError(self.pause.reason or str(exc)))
+                    continue
+                if (
+                    not deliveries
+                    and until_idle is not None
                     and time.monotonic() - last_activity >= until_idle
                     and (self.retry is None or not self.retry.pending_within(until_idle))
                 ):
@@ -209,6 +266,15 @@ class Applier:
         self.parker.close()
 
     def process(self, deliveries: list[Delivery]) -> None:
+        try:
+            self._process(deliveries)
+        except SystemicError:
+            # Nothing of this batch was acked or parked: all of it goes back for after the pause.
+            for delivery in deliveries:
+                self.source.release(delivery)
+            raise
+
+    def _process(self, deliveries: list[Delivery]) -> None:
         batches: list[tuple[Delivery, Batch | None]] = []
         records: list[FailureRecord] = []
         in_flight: set[str] = set()
@@ -236,6 +302,9 @@ class Applier:
         self.changes.count(
             "parked", sum(len(r.changes) for r in records if r.kind is Kind.CHANGES and r.state is State.PARKED)
         )
+        # Counted here, not when decoding: a systemic failure before this point sends the whole
+        # batch back, and nothing of it was quarantined.
+        self.changes.count("quarantined", sum(1 for r in records if r.kind is Kind.ENVELOPE))
         if records:
             self.parker.park_all(records)
             if self.retry is not None:
@@ -249,19 +318,39 @@ class Applier:
         try:
             batch = decode(delivery.body, self.trust)
         except DecodeError as exc:
-            self.stats.quarantined += 1
+            self._unknown_key(delivery.body)
             records.append(
                 FailureRecord.from_exception(
                     Kind.ENVELOPE, State.QUARANTINED, exc, delivery.body, envelope_id=_printable(delivery.message_id)
                 )
             )
             return None
+        self._verified_once = True
+        self._unknown_run = 0
         self.stats.envelopes += 1
         if batch.envelope_id in self._seen or batch.envelope_id in in_flight:
             self.stats.duplicate_envelopes += 1
             log.debug("envelope %s already applied; skipping its %d changes", batch.envelope_id, len(batch.changes))
             return None
         return batch
+
+    def _unknown_key(self, body: bytes) -> None:
+        """Raise SystemicError if the trusted keys seem to match nothing of this stream."""
+        try:
+            key_id = peek(body).key_id
+        except DecodeError:
+            return  # not an envelope at all: this message's problem
+        if key_id in self.trust.key_ids:
+            return  # a known key with a bad signature: this message's problem
+        self._unknown_run = self._unknown_run + 1 if key_id == self._unknown_key_id else 1
+        self._unknown_key_id = key_id
+        if not self._verified_once or self._unknown_run >= self.unknown_key_run_limit:
+            trusted = ", ".join(sorted(self.trust.key_ids)) or "none"
+            raise SystemicError(
+                f"envelopes are signed by key {key_id}, which trusted_keys does not hold (trusted: {trusted});"
+                " no envelope verified since"
+                + (" start" if not self._verified_once else f" {self._unknown_run} in a row")
+            )
 
     def _remember(self, envelope_id: str) -> None:
         self._seen[envelope_id] = None

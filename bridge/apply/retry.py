@@ -21,7 +21,6 @@ cannot spin the CPU or the broker. ``docs/dead-letters.md`` describes it for ope
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,9 +30,17 @@ from typing import Generic, TypeVar
 from bridge.change import Change
 from bridge.deadletter.records import TERMINAL, FailureRecord, Kind, Parker, State, wrap_foreign
 from bridge.envelope import Batch, TrustStore, decode
-from bridge.errors import ApplyError, BridgeError, DecodeError, TransientApplyError
+from bridge.errors import (
+    ApplyError,
+    BridgeError,
+    DecodeError,
+    RecoverableTransportError,
+    SystemicError,
+    TransientApplyError,
+)
 from bridge.transport import Delivery
-from bridge.transport.reliable import Backoff, ReliableTransport
+from bridge.transport.backoff import Backoff
+from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +61,7 @@ class RetryPolicy:
     def delay(self, attempts: int) -> float:
         """Exponential, capped, with "equal jitter": never less than half the step, so a
         storm of failures spreads out without any record coming back at once."""
-        step = min(self.max_delay_s, self.initial_delay_s * 2.0 ** min(max(attempts - 1, 0), 60))
-        return step / 2 + random.uniform(0, step / 2)
+        return Backoff(self.initial_delay_s, self.max_delay_s, jitter="equal").delay(attempts)
 
     def exhausted(self, record: FailureRecord, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -278,6 +284,11 @@ class RetryLoop:
                     break
                 if not self._settle(deliveries, started, report):
                     break
+        except SystemicError:
+            raise  # the apply loop pauses; what this pass received goes back to the queue below
+        except RecoverableTransportError as exc:
+            failed = True  # the transport reported the outage already, once
+            log.debug("dead-letter pass stopped early: %s", exc)
         except BridgeError as exc:
             failed = True
             log.warning("dead-letter pass stopped early: %s; trying again in %.0f s", exc, self.policy.initial_delay_s)

@@ -30,30 +30,13 @@ from typing import Any
 
 import botocore.exceptions
 
+from bridge.aws.errors import ErrorClass, classify, describe
 from bridge.change import Change, Image, Operation, Outcome, fingerprint, from_boto_image, to_boto_image
-from bridge.errors import ConfigError, PermanentApplyError, TransientApplyError
+from bridge.errors import ConfigError, PermanentApplyError, SystemicError, TransientApplyError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "_bridge"
-TRANSIENT_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-        "LimitExceededException",
-    }
-)
-NETWORK_ERRORS = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectTimeoutError,
-)
 
 
 class EchoCounter:
@@ -81,6 +64,7 @@ class TargetTable:
     # Changes that came back to where they were written: echo traffic, 0 when loops are
     # prevented (still applied: last-writer-wins makes them duplicates or stale).
     echo_counter: EchoCounter = field(default_factory=EchoCounter, compare=False)
+    create: bool = True  # may the tombstone table be created (again, by a probe)?
 
     @property
     def echoes(self) -> int:
@@ -127,11 +111,11 @@ class TargetTable:
             desc = client.describe_table(TableName=table)["Table"]
         except client.exceptions.ResourceNotFoundException as exc:
             raise ConfigError(f"target table {table!r} does not exist") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise TransientApplyError(f"cannot reach the target table {table!r}: {exc}") from exc
-        key_names = tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
-        types = {d["AttributeName"]: d["AttributeType"] for d in desc["AttributeDefinitions"]}
-        key_types = {name: types[name] for name in key_names}
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if classify(exc) is ErrorClass.SYSTEMIC:
+                raise SystemicError(f"cannot describe the target table {table!r}: {describe(exc)}") from exc
+            raise TransientApplyError(f"cannot reach the target table {table!r}: {describe(exc)}") from exc
+        key_names, key_types = _key_schema(desc)
         target = cls(
             client,
             table,
@@ -141,43 +125,101 @@ class TargetTable:
             prefix,
             tombstone_ttl_s,
             local_origin,
+            create=create,
         )
         target._ensure_tombstone_table(desc, create)
         return target
 
-    def _ensure_tombstone_table(self, target_desc: dict[str, Any], create: bool) -> None:
+    def check(self) -> None:
+        """The probe of a paused line: the table is there (its key schema learnt anew: it may have
+        been recreated right) and so is the tombstone table (created again if allowed).
+        Raises SystemicError while the cause of the pause is visible from here."""
+        try:
+            desc = self.client.describe_table(TableName=self.table)["Table"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if classify(exc) is ErrorClass.SYSTEMIC:
+                raise SystemicError(f"target table {self.table!r}: {describe(exc)}") from exc
+            raise TransientApplyError(f"cannot reach the target table {self.table!r}: {describe(exc)}") from exc
+        if desc.get("TableStatus") not in (None, "ACTIVE", "UPDATING"):
+            raise SystemicError(f"target table {self.table!r} is {desc.get('TableStatus')}")
+        key_names, key_types = _key_schema(desc)
+        if (key_names, key_types) != (self.key_names, self.key_types):
+            log.warning("target table %s now has key schema %s", self.table, key_types)
+            # Frozen for everyone else; the key schema is the one thing a probe may learn anew.
+            object.__setattr__(self, "key_names", key_names)
+            object.__setattr__(self, "key_types", key_types)
+        try:
+            self._ensure_tombstone_table(desc, self.create, check_ttl=False)  # a probe every 5 s: warn at start only
+        except ConfigError as exc:
+            raise SystemicError(str(exc)) from exc
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if classify(exc) is ErrorClass.SYSTEMIC:
+                raise SystemicError(f"tombstone table {self.tombstone_table!r}: {describe(exc)}") from exc
+            raise TransientApplyError(f"tombstone table {self.tombstone_table!r}: {describe(exc)}") from exc
+
+    def _ensure_tombstone_table(self, target_desc: dict[str, Any], create: bool, *, check_ttl: bool = True) -> None:
         try:
             self.client.describe_table(TableName=self.tombstone_table)
-            return
+            if not check_ttl:
+                return
         except self.client.exceptions.ResourceNotFoundException:
             if not create:
                 raise ConfigError(
                     f"tombstone table {self.tombstone_table!r} does not exist and --no-create was given"
                 ) from None
-        log.info("creating tombstone table %s", self.tombstone_table)
-        self.client.create_table(
-            TableName=self.tombstone_table,
-            KeySchema=target_desc["KeySchema"],
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in self.key_types.items()],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        self.client.get_waiter("table_exists").wait(TableName=self.tombstone_table)
-        self.client.update_time_to_live(
-            TableName=self.tombstone_table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": self.expires_attr},
-        )
+            log.info("creating tombstone table %s", self.tombstone_table)
+            self.client.create_table(
+                TableName=self.tombstone_table,
+                KeySchema=target_desc["KeySchema"],
+                AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in self.key_types.items()],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            self.client.get_waiter("table_exists").wait(TableName=self.tombstone_table)
+        self._ensure_ttl()
+
+    def _ensure_ttl(self) -> None:
+        """Checked on every start, not only when the table is created, so a start after a refused
+        attempt says the same thing again instead of going on silently.
+
+        Refused (no ``dynamodb:UpdateTimeToLive``, or a store without TTL): warn and go on. Tombstones
+        that never expire cost storage, never correctness (an old tombstone still only beats older
+        writes), so stopping replication over it would trade data freshness for housekeeping.
+        """
+        action = "dynamodb:DescribeTimeToLive"
+        try:
+            ttl = self.client.describe_time_to_live(TableName=self.tombstone_table).get("TimeToLiveDescription", {})
+            if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+                return
+            action = "dynamodb:UpdateTimeToLive"
+            self.client.update_time_to_live(
+                TableName=self.tombstone_table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": self.expires_attr},
+            )
+            log.info("enabled TTL on %s (attribute %s)", self.tombstone_table, self.expires_attr)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if classify(exc) not in (ErrorClass.SYSTEMIC, ErrorClass.PERMANENT):
+                raise TransientApplyError(f"{action} on {self.tombstone_table!r}: {describe(exc)}") from exc
+            log.warning(
+                "cannot enable TTL on tombstone table %s: %s refused (%s); going on, but tombstones will not"
+                " expire until TTL on attribute %s is enabled",
+                self.tombstone_table,
+                action,
+                describe(exc),
+                self.expires_attr,
+            )
 
     def key_of(self, change: Change) -> Image:
         return self.key_of_keys(change.keys)
 
     def key_of_keys(self, keys: Image) -> Image:
+        # Every change of a source table has its key schema: a mismatch concerns all of them.
         if set(keys) != set(self.key_names):
-            raise PermanentApplyError(
+            raise SystemicError(
                 f"key schema mismatch: change has keys {sorted(keys)}, target {self.table!r} has {list(self.key_names)}"
             )
         for name, kind in self.key_types.items():
             if kind not in keys[name]:
-                raise PermanentApplyError(
+                raise SystemicError(
                     f"key schema mismatch: {name} is {next(iter(keys[name]))} in the change,"
                     f" {kind} in target {self.table!r}"
                 )
@@ -201,12 +243,9 @@ class TargetTable:
         if change.version.origin == self.local_origin:
             self.echo_counter.add()
         v = change.version.encode()
-        try:
-            if change.op is Operation.PUT:
-                return self._put(change, key, v, "<=" if repair else "<")
-            return self._delete(key, v)
-        except NETWORK_ERRORS as exc:
-            raise TransientApplyError(f"{type(exc).__name__}: {exc}") from exc
+        if change.op is Operation.PUT:
+            return self._put(change, key, v, "<=" if repair else "<")
+        return self._delete(key, v)
 
     def _put(self, change: Change, key: Image, v: str, op: str = "<") -> Outcome:
         assert change.new_image is not None
@@ -319,16 +358,25 @@ class TargetTable:
     def _call(self, fn: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return dict(fn(**kwargs))
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            if isinstance(exc, botocore.exceptions.ClientError) and (
+                exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+            ):
                 raise
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            message = exc.response.get("Error", {}).get("Message", str(exc))
-            if code in TRANSIENT_CODES or status >= 500:
-                raise TransientApplyError(f"{code}: {message}") from exc
-            raise PermanentApplyError(f"{code}: {message}") from exc
+            kind = classify(exc)
+            if kind is ErrorClass.SYSTEMIC:
+                raise SystemicError(f"{kwargs.get('TableName', self.table)}: {describe(exc)}") from exc
+            if kind is ErrorClass.PERMANENT:
+                raise PermanentApplyError(describe(exc)) from exc
+            raise TransientApplyError(describe(exc)) from exc
 
     def user_item(self, item: Image) -> Image:
         """An item as users see it: bridge-owned attributes removed."""
         return {k: v for k, v in item.items() if not k.startswith(self.prefix)}
+
+
+def _key_schema(desc: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Key attribute names (hash, range) and their types from a DescribeTable answer."""
+    key_names = tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
+    types = {d["AttributeName"]: d["AttributeType"] for d in desc["AttributeDefinitions"]}
+    return key_names, {name: types[name] for name in key_names}

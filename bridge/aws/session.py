@@ -42,22 +42,27 @@ import botocore.session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
-    ProxyConnectionError,
-    ReadTimeoutError,
 )
 
+from bridge.aws.errors import (
+    CONNECTION_ERRORS,
+    THROTTLING_CODES,
+    TRANSIENT_CODES,
+    ErrorClass,
+    classify,
+    describe,
+    error_code,
+)
 from bridge.errors import BridgeError, ConfigError, RecoverableTransportError, TransportError
 from bridge.transport import TransportURL
 
 __all__ = [
     "AWS_PARAMS",
     "CONNECTION_ERRORS",
+    "RETRYABLE_CODES",
     "AwsSide",
     "AwsTransportURL",
     "aws_boundary",
@@ -68,40 +73,8 @@ __all__ = [
     "param_number",
 ]
 
-#: Network-level failures where reconnecting and retrying may succeed (after botocore's own retries).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    EndpointConnectionError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    ProxyConnectionError,
-)
-
-#: Error codes meaning "slow down" or "try again" across Kinesis, SQS, STS and KMS.
-RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "KMSThrottlingException",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-        "OverLimit",
-        "InternalFailure",
-        "InternalError",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "AWS.SimpleQueueService.ServiceUnavailable",
-    }
-)
+#: Throttling and service faults (kept for callers of the transports; :mod:`bridge.aws.errors` decides).
+RETRYABLE_CODES = THROTTLING_CODES | TRANSIENT_CODES
 
 #: URL / config parameters that :meth:`AwsSide.from_params` understands.
 AWS_PARAMS = frozenset(
@@ -374,21 +347,19 @@ def _env(name: str) -> str:
 # -- errors at the boundary ---------------------------------------------------------------------
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def is_throttling(exc: ClientError) -> bool:
-    return error_code(exc) in RETRYABLE_CODES
+    return classify(exc) in (ErrorClass.THROTTLED, ErrorClass.TRANSIENT)
 
 
 def map_client_error(exc: ClientError, action: str, where: str) -> TransportError:
-    """Throttling and server faults -> RecoverableTransportError; anything else -> TransportError."""
-    code = error_code(exc)
-    message = exc.response.get("Error", {}).get("Message", "")
-    text = f"{action} on {where} failed: {code}: {message}"
-    if code in RETRYABLE_CODES:
+    """Throttling and server faults -> RecoverableTransportError; anything else -> TransportError
+    (a systemic one, e.g. a missing queue or access denied, says so in its message)."""
+    text = f"{action} on {where} failed: {describe(exc)}"
+    kind = classify(exc)
+    if kind in (ErrorClass.THROTTLED, ErrorClass.TRANSIENT):
         return RecoverableTransportError(text)
+    if kind is ErrorClass.SYSTEMIC:
+        return TransportError(f"{text} (concerns every message: check the resource and the permissions)")
     return TransportError(text)
 
 

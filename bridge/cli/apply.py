@@ -11,6 +11,7 @@ import orjson
 from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
 from bridge.cli.options import settings_options
+from bridge.errors import DeadLetteredError
 from bridge.wiring import build_applier
 
 log = logging.getLogger("bridge.apply")
@@ -32,6 +33,12 @@ def main(config_file: str | None, **flags: Any) -> None:
         applier.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
     click.echo(orjson.dumps({"apply": stats.as_dict(), "echo_received": applier.target.echoes}).decode())
+    if cfg.until_idle is not None and (stats.parked or stats.quarantined):
+        # A drain that left work for an operator must not look like a clean one to a script.
+        raise DeadLetteredError(
+            f"{stats.parked} change(s) parked and {stats.quarantined} envelope(s) quarantined in this run;"
+            " see `bridge dlq list`"
+        )
 
 
 if __name__ == "__main__":

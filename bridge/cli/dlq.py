@@ -408,13 +408,12 @@ def replay(
 
 
 def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_unsigned: bool, dry_run: bool) -> None:
-    from bridge.apply.loop import ApplyStats, ChangeApplier
-    from bridge.apply.retry import RetryPolicy, reattempt
-    from bridge.apply.target import TargetTable
+    from bridge.apply.loop import ApplyStats
+    from bridge.apply.retry import reattempt
     from bridge.change import Change
     from bridge.envelope import TrustStore
     from bridge.plugin.manager import open_transport
-    from bridge.wiring import aws_side
+    from bridge.wiring import build_change_applier, retry_policy
 
     skipped = [h for h in held if h.record.kind is Kind.RECORD or (h.record.kind is Kind.CHANGE and not allow_unsigned)]
     todo = [h for h in held if h not in skipped]
@@ -428,18 +427,9 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         click.echo(orjson.dumps({"replay": planned}).decode())
         return
     trust = TrustStore.load(cfg.trusted_keys)
-    side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))  # as bridge-apply's
-    target = TargetTable.open(
-        side.client("dynamodb"),
-        cfg.target_table,
-        prefix=cfg.attribute_prefix,
-        tombstone_table=cfg.tombstone_table,
-        tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
-        create=cfg.create,
-    )
-    policy = RetryPolicy(cfg.retry_max_attempts, cfg.retry_max_age, cfg.retry_initial_delay, cfg.retry_max_delay)
+    policy = retry_policy(cfg)
     stats = ApplyStats()
-    applier = ChangeApplier(target, stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
+    applier = build_change_applier(cfg, stats)  # bridge-apply's target: its local origin included
     parker = Parker(
         ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)), cfg.quarantine_dir
     )
@@ -473,6 +463,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         "skipped": len(skipped),
         "changes_applied": stats.applied,
         "already_there": stats.duplicates + stats.stale,
+        "echo_received": applier.target.echoes,
     }
     click.echo(orjson.dumps({"replay": summary}).decode())
     if still:

@@ -13,6 +13,7 @@ from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
 from bridge.cli.options import settings_options
 from bridge.copy.bootstrap import run_alongside
+from bridge.errors import DeadLetteredError
 from bridge.wiring import build_bootstrap, build_publisher
 
 log = logging.getLogger("bridge.publish.loop")
@@ -47,6 +48,10 @@ def main(config_file: str | None, **flags: Any) -> None:
     if publisher.guard is not None:
         summary["active_active"] = asdict(publisher.guard.stats)
     click.echo(orjson.dumps(summary).decode())
+    parked = stats.bad_records + stats.oversize
+    if cfg.until_idle is not None and parked:
+        # A drain that left work for an operator must not look like a clean one to a script.
+        raise DeadLetteredError(f"{parked} record(s) or change(s) parked in this run; see `bridge dlq list`")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws.errors import failure
 from bridge.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def scan_segment(
         try:
             response = client.scan(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise SourceError(f"scan of table {table!r} segment {segment}/{total} failed: {exc}") from exc
+            raise failure(exc, f"scan of table {table!r} segment {segment}/{total} failed", SourceError) from exc
         items = list(response.get("Items") or [])
         reported = float((response.get("ConsumedCapacity") or {}).get("CapacityUnits") or 0.0)
         cost = max(reported, scan_cost(items, consistent))
@@ -196,7 +197,7 @@ def describe_counts(client: Any, table: str) -> tuple[int, int]:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigError(f"table {table!r} does not exist") from exc
-        raise SourceError(f"cannot describe table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe table {table!r}", SourceError) from exc
     except BotoCoreError as exc:
-        raise SourceError(f"cannot describe table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe table {table!r}", SourceError) from exc
     return int(desc.get("ItemCount") or 0), int(desc.get("TableSizeBytes") or 0)

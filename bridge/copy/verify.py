@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws.errors import failure
 from bridge.change import Change, Image, Operation, Position, Version, from_boto_image, key_token, to_boto_image
 from bridge.copy.bootstrap import COPY_MARGIN_S, scanned_change
 from bridge.copy.compare import DEFAULT_PREFIX, canonical_bytes, item_digest, key_bytes
@@ -38,8 +39,11 @@ from bridge.copy.scan import ReadBudget, describe_counts, run_parallel, scan_seg
 from bridge.errors import ConfigError, RecordError, SourceError
 from bridge.publish.sender import Sender
 from bridge.source.records import timestamp_us
+from bridge.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
+# UnprocessedKeys of a BatchGetItem that succeeded: botocore does not retry those, this loop does.
+UNPROCESSED_BACKOFF = Backoff(initial_s=0.05, max_s=2.0)
 
 DIFFERENT_EXIT = 8  # distinct from every error's exit code (1-7)
 MASK = (1 << 128) - 1
@@ -129,9 +133,9 @@ def table_keys(client: Any, table: str, side: str) -> tuple[str, ...]:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigError(f"{side} table {table!r} does not exist") from exc
-        raise SourceError(f"cannot describe {side} table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe {side} table {table!r}", SourceError) from exc
     except BotoCoreError as exc:
-        raise SourceError(f"cannot describe {side} table {table!r}: {exc}") from exc
+        raise failure(exc, f"cannot describe {side} table {table!r}", SourceError) from exc
     return tuple(k["AttributeName"] for k in sorted(desc["KeySchema"], key=lambda k: k["KeyType"]))
 
 
@@ -279,19 +283,21 @@ def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> d
     """Strongly consistent BatchGetItem of up to 100 wire-form keys -> wire-form items by key bytes."""
     request: dict[str, Any] = {side.table: {"Keys": [to_boto_image(k) for k in keys], "ConsistentRead": True}}
     found: dict[bytes, Image] = {}
-    delay = 0.05
+    attempt = 0
     while request:
         try:
             response = side.client.batch_get_item(RequestItems=request)
         except (ClientError, BotoCoreError) as exc:
-            raise SourceError(f"reading {len(keys)} keys from {side.name} table {side.table!r} failed: {exc}") from exc
+            raise failure(
+                exc, f"reading {len(keys)} keys from {side.name} table {side.table!r} failed", SourceError
+            ) from exc
         for raw in response.get("Responses", {}).get(side.table, []):
             item = from_boto_image(raw)
             found[key_bytes(item, key_names)] = item
         request = response.get("UnprocessedKeys") or {}
         if request:  # throttled: back off before asking for the rest
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            attempt += 1
+            time.sleep(UNPROCESSED_BACKOFF.delay(attempt))
     return found
 
 

@@ -18,7 +18,9 @@ import orjson
 from bridge.change import Change
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Compression, Signer
-from bridge.errors import RecordError
+from bridge.errors import RecordError, RecoverableTransportError, SystemicError
+from bridge.observe import Health
+from bridge.observe.pause import Pause
 from bridge.publish.batching import BatchLimits, record_size
 from bridge.publish.loopguard import LoopGuard
 from bridge.publish.sender import Sender
@@ -78,6 +80,8 @@ class Publisher:
         stop: threading.Event | None = None,
         guard: LoopGuard | None = None,
         ttl_deletes: str = "replicate",
+        health: Health | None = None,
+        max_paused: float | None = None,
     ) -> None:
         self.reader = reader
         self.sender = Sender(transport, signer, parker, origin=origin, table=table, compression=compression)
@@ -94,29 +98,70 @@ class Publisher:
         self._read = PublishStats()  # the reading side's counters; stats adds the sender's
         self._buf = _Buffer()
         self._ended: set[str] = set()
+        self.health = health or Health()
+        self.pause = Pause("publish", self.health, max_paused_s=max_paused)
 
     def run(self, until_idle: float | None = None) -> PublishStats:
         """Publish until stopped (then flush and checkpoint), or until idle for ``until_idle`` s."""
         last_activity = time.monotonic()
+        self.health.register_loop("publish", max_interval_s=120)
         while not self.stop.is_set():
-            reads = self.reader.poll(limit=1000)
-            got = False
-            for read in reads:
-                got = got or bool(read.records) or read.ended
-                self._take(read.shard_id, read.records)
-                if read.ended:
-                    self._ended.add(read.shard_id)
-            while self._due():
-                self.flush()
+            self.health.beat("publish")
+            if self.pause.held:
+                last_activity = time.monotonic()  # paused is not idle
+                wait = self.pause.seconds_until_probe()
+                if wait > 0:
+                    self.pause.check_limit()
+                    self.stop.wait(min(wait, 0.5))
+                    continue
+            try:
+                got = self._turn()
+            except SystemicError as exc:
+                self._stop_line(exc)
+                continue
+            except RecoverableTransportError:
+                if self.stop.is_set():
+                    break  # shutdown during a broker outage; the flush below says what stays unsent
+                raise
+            self.pause.release()
             if got:
                 last_activity = time.monotonic()
             elif not self._buf.items and not self._ended:
                 if until_idle is not None and time.monotonic() - last_activity >= until_idle:
                     break
                 time.sleep(0.05)
-        while self._buf.items or self._ended:
-            self.flush()
+        try:
+            while not self.pause.held and (self._buf.items or self._ended):
+                self.flush()
+        except RecoverableTransportError as exc:
+            if not self.stop.is_set():
+                raise
+            # Shutdown during a broker outage: what was not confirmed is not checkpointed either,
+            # so the next start reads it again.
+            log.warning("stopping with %d unsent change(s) not checkpointed: %s", self._buf.changes, exc)
         return self.stats
+
+    def _turn(self) -> bool:
+        """One poll, and the flushes it made due; True if the stream had anything."""
+        reads = self.reader.poll(limit=1000)
+        got = False
+        for read in reads:
+            got = got or bool(read.records) or read.ended
+            self._take(read.shard_id, read.records)
+            if read.ended:
+                self._ended.add(read.shard_id)
+        while self._due():
+            self.flush()
+        return got
+
+    def _stop_line(self, exc: SystemicError) -> None:
+        """Forget what was read and not confirmed, as a restart would: after the pause the reader
+        starts again from the checkpoints, so nothing read before the failure is skipped (what was
+        sent and not yet checkpointed is sent again; the applier dedupes it)."""
+        self._buf = _Buffer()
+        self._ended.clear()
+        self.reader.rewind()
+        self.pause.hold(exc)
 
     @property
     def stats(self) -> PublishStats:

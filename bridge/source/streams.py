@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import ConfigError, DataLossError, SourceError
+from bridge.aws import Backoff, ErrorClass, classify, describe
+from bridge.errors import ConfigError, DataLossError, SourceError, SystemicError
 from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence
 
 __all__ = ["ShardRead", "StreamReader"]
@@ -32,15 +33,9 @@ MAX_RECORDS_PER_CALL = 1000  # GetRecords' own limit
 EMPTY_SHARD_PAUSE_S = 0.25  # DynamoDB allows ~5 GetRecords/s per shard; an empty shard can wait
 _EXPIRED = "ExpiredIteratorException"
 _TRIMMED = "TrimmedDataAccessException"
-_THROTTLED = frozenset(
-    {
-        "LimitExceededException",
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-    }
-)
-_MAX_THROTTLE_RETRIES = 10
+# On top of botocore's adaptive retries (aws_max_attempts per call): one loop of ours, for throttling
+# only, so a busy stream slows the reader down instead of stopping it (docs/design.md, "Retries").
+_THROTTLE_BACKOFF = Backoff(initial_s=0.1, max_s=5.0, max_attempts=10)
 _MAX_ITERATOR_RETRIES = 5
 
 
@@ -349,34 +344,36 @@ class StreamReader:
         kwargs: Mapping[str, Any],
         passthrough: tuple[str, ...] = (),
     ) -> Mapping[str, Any]:
-        """Call the API, backing off on throttling; other failures become SourceError.
+        """Call the API, backing off on throttling; systemic failures (stream gone, access denied)
+        become SystemicError (the publisher pauses), the others SourceError.
 
         Errors whose code is in ``passthrough`` are re-raised as they are, for the caller to handle.
         """
-        delay = 0.1
         attempt = 0
         while True:
+            attempt += 1
             try:
                 response: Mapping[str, Any] = method(**kwargs)
                 return response
-            except ClientError as exc:
-                code = _code(exc)
+            except (ClientError, BotoCoreError) as exc:
+                code = _code(exc) if isinstance(exc, ClientError) else ""
                 if code in passthrough:
                     raise
-                if code in _THROTTLED and attempt < _MAX_THROTTLE_RETRIES:
+                kind = classify(exc)
+                if kind is ErrorClass.THROTTLED and not _THROTTLE_BACKOFF.exhausted(attempt):
+                    delay = _THROTTLE_BACKOFF.delay(attempt)
                     log.info("stream %s: %s throttled (%s); retrying in %.1f s", self._arn, operation, code, delay)
                     self._sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    attempt += 1
                     continue
                 hint = (
                     " (does the stream exist, and is its table's stream enabled?)"
                     if code in ("ResourceNotFoundException", "ValidationException")
                     else ""
                 )
-                raise SourceError(f"stream {self._arn}: {operation} failed: {exc}{hint}") from exc
-            except BotoCoreError as exc:
-                raise SourceError(f"stream {self._arn}: {operation} failed: {exc}") from exc
+                text = f"stream {self._arn}: {operation} failed: {describe(exc)}{hint}"
+                if kind is ErrorClass.SYSTEMIC:
+                    raise SystemicError(text) from exc
+                raise SourceError(text) from exc
 
 
 def _code(exc: ClientError) -> str:

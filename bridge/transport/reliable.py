@@ -9,29 +9,24 @@ checked against the transport's declared size limit here, so no transport repeat
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.errors import BridgeError, RecoverableTransportError, TransportError
 from bridge.transport import Delivery, OutgoingMessage, Transport, check_sizes
+from bridge.transport.backoff import Backoff
+
+__all__ = ["Backoff", "ReliableTransport"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Backoff:
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    max_attempts: int = 0  # 0: keep trying until stopped
-
-    def delay(self, attempt: int) -> float:
-        """Full jitter (AWS architecture blog): spreads reconnect storms out."""
-        return random.uniform(0, min(self.max_s, self.initial_s * 2 ** (attempt - 1)))
+# Outages in progress, by broker (scheme and host part of the URL): the main queue, the retry
+# queue and the parked queue of one broker go down together and are reported as one outage.
+_outages: dict[str, float] = {}
+_outages_lock = threading.Lock()
 
 
 class ReliableTransport:
@@ -42,13 +37,16 @@ class ReliableTransport:
         transport: Transport,
         backoff: Backoff = Backoff(),
         stop: threading.Event | None = None,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.transport = transport
         self.backoff = backoff
         self.stop = stop or threading.Event()
-        self._sleep = sleep
+        # Waiting on the stop event: a shutdown cuts the wait short (the loop then sees stop set).
+        self._sleep = sleep or self.stop.wait
         self.reconnects = 0
+        self.unreachable_since: float | None = None  # wall clock of the first failure of an outage
+        self._outage_started = 0.0
 
     @property
     def max_message_bytes(self) -> int:
@@ -62,24 +60,17 @@ class ReliableTransport:
         while True:
             attempt += 1
             try:
-                return fn()
+                result = fn()
             except recoverable as exc:
-                if self.backoff.max_attempts and attempt >= self.backoff.max_attempts:
+                self._outage(what, exc)
+                if self.backoff.exhausted(attempt):
                     raise RecoverableTransportError(
                         f"{what} on {self.transport.url.redacted()} failed {attempt} times: {exc}"
                     ) from exc
                 if self.stop.is_set():
                     raise RecoverableTransportError(f"{what} interrupted by shutdown: {exc}") from exc
                 delay = self.backoff.delay(attempt)
-                log.warning(
-                    "%s on %s failed (%s: %s); reconnecting in %.1fs (attempt %d)",
-                    what,
-                    self.transport.url.redacted(),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    attempt,
-                )
+                log.debug("%s on %s failed (%r); again in %.1fs", what, self.transport.url.redacted(), exc, delay)
                 self._safe_close()
                 self.reconnects += 1
                 self._sleep(delay)
@@ -89,6 +80,45 @@ class ReliableTransport:
                 raise TransportError(
                     f"{what} on {self.transport.url.redacted()} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            else:
+                self._reachable()
+                return result
+
+    @property
+    def _broker(self) -> str:
+        url = self.transport.url
+        return f"{url.scheme}://{url.netloc}"
+
+    def _outage(self, what: str, exc: BaseException) -> None:
+        """One WARNING when an outage of the broker starts; the attempts under it log at DEBUG."""
+        if self.unreachable_since is not None:
+            return
+        self.unreachable_since = time.time()
+        self._outage_started = time.monotonic()
+        with _outages_lock:
+            known = self._broker in _outages
+            _outages.setdefault(self._broker, self._outage_started)
+        if known:
+            return
+        log.warning(
+            "%s unreachable since %s (%s failed: %s: %s); retrying until it answers",
+            self.transport.url.redacted(),
+            time.strftime("%H:%M:%S", time.localtime(self.unreachable_since)),
+            what,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _reachable(self) -> None:
+        if self.unreachable_since is None:
+            return
+        self.unreachable_since = None
+        with _outages_lock:
+            started = _outages.pop(self._broker, None)
+        if started is not None:
+            log.warning(
+                "%s reachable again after %.0f s unreachable", self.transport.url.redacted(), time.monotonic() - started
+            )
 
     def _safe_close(self) -> None:
         try:

@@ -22,8 +22,10 @@ from bridge_amqp.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
 
-# No retries inside kombu's ensure_connection: core's retry loop is the only one, so a dead
-# broker fails within the transport's declared fail_within (one connect_timeout).
+# kombu's ensure_connection tries once: core's ReliableTransport is the one retry loop (with the
+# one backoff, a shutdown that interrupts its waits, and one WARNING per outage). Retrying here as
+# well stacked 4 attempts and up to 9 s of sleep that SIGTERM could not cut short under every one
+# of core's attempts.
 CONNECT_RETRIES = 0
 INTERVAL_START = 1.0
 INTERVAL_STEP = 2.0
@@ -157,7 +159,7 @@ class Link:
     def _retrying(self, exc: BaseException, interval: float) -> None:
         if isinstance(exc, FATAL):
             raise exc  # kombu retries every OSError; stop retrying a rejected certificate
-        log.warning(
+        log.debug(
             "cannot connect to %s (%s: %s); retrying in %.1f s",
             self.settings.where,
             type(exc).__name__,

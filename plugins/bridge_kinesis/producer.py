@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -25,8 +24,11 @@ from typing import Any
 
 from bridge.errors import RecoverableTransportError, TransportError
 from bridge.transport import OutgoingMessage
+from bridge.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
+# Failed entries of a PutRecords that succeeded: botocore does not retry those, this loop does.
+ENTRY_BACKOFF = Backoff(initial_s=0.1, max_s=5.0)
 
 MAX_RECORD_BYTES = 1024 * 1024  # data + partition key
 MAX_CALL_BYTES = 5 * 1024 * 1024
@@ -106,7 +108,7 @@ class Producer:
                 raise RecoverableTransportError(
                     f"PutRecords on {self.where}: {len(failed)} records still failing after {attempt} calls ({summary})"
                 )
-            delay = random.uniform(0, min(5.0, 0.1 * 2 ** (attempt - 1)))  # full jitter
+            delay = ENTRY_BACKOFF.delay(attempt)
             log.info(
                 "PutRecords on %s: retrying %d of %d records in %.2fs (%s)",
                 self.where,

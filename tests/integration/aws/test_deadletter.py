@@ -20,7 +20,7 @@ from bridge.change import Change, Operation, Version
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State, parked_url
 from bridge.demo.workload import create_table
 from bridge.envelope import TrustStore, decode
-from bridge.errors import DecodeError
+from bridge.errors import DecodeError, SystemicError
 from bridge.plugin.manager import open_transport
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
@@ -156,8 +156,8 @@ def test_one_poison_change_never_blocks_drops_or_reapplies_the_rest_of_its_envel
         tmp_path, client.meta.endpoint_url, table, url, transient_retries=2, retry_initial_delay=30, retry_max_delay=60
     )
     not_base64 = put(3, blob={"B": "this is not base64!"})  # signed by a trusted key, still unusable
-    wrong_schema = Change({"id": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 1))
-    mixed = [put(1), put(2), not_base64, put(4), put(5), wrong_schema, put(6)]  # 2 is throttled for good
+    too_big = put(9, blob={"S": "x" * 420_000})  # over DynamoDB's 400 KB item limit
+    mixed = [put(1), put(2), not_base64, put(4), put(5), too_big, put(6)]  # 2 is throttled for good
     after = [put(7), put(8)]
     bodies = [envelope(mixed, eid="mixed"), envelope(after, eid="after")]
     send(url, bodies)
@@ -177,11 +177,66 @@ def test_one_poison_change_never_blocks_drops_or_reapplies_the_rest_of_its_envel
     assert retrying.state is State.RETRYING and retrying.changes == (1,) and retrying.retry_at
     parked = {r.changes: r for r in records_on(url + ".dlq.parked")}
     assert set(parked) == {(2,), (5,)}
-    assert "unexpected" in parked[(2,)].message and "key schema mismatch" in parked[(5,)].message
+    assert "unexpected" in parked[(2,)].message and "ValidationException" in parked[(5,)].message
     for record in (retrying, *parked.values()):
         assert record.payload == bodies[0]  # the signed envelope, so a retry or replay verifies again
         batch = decode(record.payload, TrustStore.of(SIGNER))
-        assert batch.changes[record.changes[0]].keys in (key(2), key(3), {"id": {"S": "x"}})
+        assert batch.changes[record.changes[0]].keys in (key(2), key(3), key(9))
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize("case", ["wrong key schema", "no trusted key matches the stream"])
+def test_a_systemic_failure_dead_letters_nothing_and_leaves_the_messages_on_the_queue(
+    target: tuple[Any, str], tmp_path: Path, unique: str, case: str
+) -> None:
+    client, table = target
+    trusted_dir(tmp_path)
+    url = f"memory://{unique}"
+    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url, transient_retries=2)
+    if case == "wrong key schema":
+        wrong = Change({"id": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 1))
+        bodies = [envelope([put(1), wrong, put(2)], eid="a"), envelope([put(3)], eid="b")]
+        reason = "key schema mismatch"
+    else:
+        bodies = [envelope([put(1)], signer=STRANGER, eid="a"), envelope([put(3)], signer=STRANGER, eid="b")]
+        reason = STRANGER.key_id
+    send(url, bodies)
+    applier = build_applier(cfg, threading.Event())
+    try:
+        with pytest.raises(SystemicError, match=reason):
+            applier.process(applier.source.receive(10, 1.0))
+        assert applier.stats.retries == 0 and applier.stats.dead_lettered == 0 and applier.stats.quarantined == 0
+        # released, not acked: the same envelopes come back for after the pause
+        again = applier.source.receive(10, 1.0)
+        assert sorted(d.body for d in again) == sorted(bodies)
+    finally:
+        applier.close()
+    assert records_on(url + ".dlq") == [] and records_on(url + ".dlq.parked") == []
+
+
+@pytest.mark.aws
+def test_a_run_of_envelopes_from_one_unknown_key_stops_the_line_after_the_limit(
+    target: tuple[Any, str], tmp_path: Path, unique: str
+) -> None:
+    client, table = target
+    trusted_dir(tmp_path)
+    url = f"memory://{unique}"
+    cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url)
+    strangers = [envelope([put(100 + i)], signer=STRANGER, eid=f"s{i}") for i in range(25)]
+    send(url, [envelope([put(1)], eid="trusted"), *strangers])
+    applier = build_applier(cfg, threading.Event())
+    try:
+        with pytest.raises(SystemicError, match=f"{STRANGER.key_id}.*20 in a row"):
+            while True:
+                applier.process(applier.source.receive(4, 1.0))
+        left = applier.source.receive(100, 1.0)
+    finally:
+        applier.close()
+    limit = applier.unknown_key_run_limit
+    assert applier.stats.quarantined == limit - 1  # the stray ones before the rule could tell
+    assert len(records_on(url + ".dlq.parked")) == limit - 1
+    assert len(left) == len(strangers) - (limit - 1)  # the rest stay on the queue
+    assert set(stored(client, table)) == {1}
 
 
 @pytest.mark.aws
@@ -192,14 +247,14 @@ def test_an_envelope_from_an_untrusted_key_is_quarantined_whole(
     trusted_dir(tmp_path)
     url = f"memory://{unique}"
     cfg = apply_config(tmp_path, client.meta.endpoint_url, table, url)
-    body = envelope([put(1)], signer=STRANGER)
-    send(url, [body])
+    body = envelope([put(1)], signer=STRANGER, eid="stranger")
+    send(url, [envelope([put(2)], eid="trusted"), body])  # once one verified, a stranger is one bad message
     applier = build_applier(cfg, threading.Event())
     try:
         applier.process(applier.source.receive(10, 1.0))
     finally:
         applier.close()
-    assert stored(client, table) == {}
+    assert set(stored(client, table)) == {2}
     (record,) = records_on(url + ".dlq.parked")
     assert (record.kind, record.state, record.payload) == (Kind.ENVELOPE, State.QUARANTINED, body)
     assert STRANGER.key_id in record.message and base64.b64encode(body).decode() in record.encode().decode()

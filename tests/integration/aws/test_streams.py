@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from bridge.change import Operation, from_boto_image
-from bridge.errors import DataLossError, SourceError
+from bridge.errors import DataLossError, SourceError, SystemicError
 from bridge.source import Checkpoint, SqliteCheckpointStore, StreamReader, parse_record
 from bridge.source.streams import ShardRead
 from bridge.state.checkpoints import CheckpointStore
@@ -462,10 +462,11 @@ def test_endless_throttling_becomes_a_source_error(store: Any) -> None:
         reader_for(client, store).poll()
 
 
-def test_missing_stream_is_a_source_error_naming_it(store: Any) -> None:
+def test_missing_stream_is_systemic_naming_it(store: Any) -> None:
+    # It concerns every record: the publisher pauses on it instead of exiting (bridge.observe.pause).
     client = ScriptedStreams()
     client.fail_next("DescribeStream", "ResourceNotFoundException")
-    with pytest.raises(SourceError, match=f"stream {client.stream_arn}.*does the stream exist") as info:
+    with pytest.raises(SystemicError, match=f"stream {client.stream_arn}.*does the stream exist") as info:
         reader_for(client, store).poll()
     assert info.value.__cause__ is not None
 

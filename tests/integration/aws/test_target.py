@@ -8,7 +8,7 @@ import pytest
 from bridge.apply.target import TargetTable
 from bridge.change import Change, Operation, Outcome, Version
 from bridge.demo.workload import create_table
-from bridge.errors import ConfigError, PermanentApplyError
+from bridge.errors import ConfigError, PermanentApplyError, SystemicError
 
 
 @pytest.fixture
@@ -93,12 +93,13 @@ def test_bridge_attributes_use_the_prefix_and_upstream_ones_are_dropped(target: 
     assert all(k in ("tenant", "user_id") or k.startswith("_bridge") for k in raw)
 
 
-def test_key_schema_mismatch_is_permanent_and_names_the_keys(target: TargetTable) -> None:
+def test_key_schema_mismatch_is_systemic_and_names_the_keys(target: TargetTable) -> None:
+    # Every change of the source table has its key schema: a mismatch concerns all of them.
     bad = Change({"id": {"S": "x"}}, Operation.PUT, Version(1, "r", 1), {"id": {"S": "x"}})
-    with pytest.raises(PermanentApplyError, match="key schema mismatch"):
+    with pytest.raises(SystemicError, match="key schema mismatch"):
         target.apply(bad)
     wrong_type = Change({"tenant": {"S": "a"}, "user_id": {"S": "1"}}, Operation.DELETE, Version(1, "r", 1))
-    with pytest.raises(PermanentApplyError, match="user_id is S"):
+    with pytest.raises(SystemicError, match="user_id is S"):
         target.apply(wrong_type)
 
 

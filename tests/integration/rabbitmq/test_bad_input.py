@@ -96,7 +96,7 @@ def test_bad_envelopes_and_changes_are_dead_lettered_never_applied(target_setup:
         [
             put(4, name={"S": "fine"}),
             put(5, blob={"S": "x" * 420_000}),  # over DynamoDB's 400 KB item limit
-            Change({"wrong_key": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 6)),  # schema mismatch
+            put(6, blob={"B": "this is not base64!"}),  # signed, still unusable (a wrong key schema pauses)
             put(7, name={"S": "also fine"}),
         ],
         eid="poison",
@@ -134,9 +134,9 @@ def test_bad_envelopes_and_changes_are_dead_lettered_never_applied(target_setup:
         if r.kind is Kind.CHANGES:
             (index,) = r.changes
             failed = decode(r.payload, TrustStore.of(SIGNER)).changes[index]
-            changes["wrong" if "wrong_key" in failed.keys else failed.keys["user_id"]["N"]] = r
-    assert set(changes) == {"5", "wrong"}
-    assert changes["wrong"].state is State.PARKED and "key schema mismatch" in changes["wrong"].message
+            changes[failed.keys["user_id"]["N"]] = r
+    assert set(changes) == {"5", "6"}
+    assert changes["6"].state is State.PARKED and "unexpected" in changes["6"].message
     assert changes["5"].state is State.PARKED and changes["5"].envelope_id == "poison"
     assert not cfg.quarantine_dir.exists()  # all went to the DLQ, none needed the local fallback
 

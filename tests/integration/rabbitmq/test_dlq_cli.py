@@ -27,7 +27,7 @@ from bridge.envelope import Signer
 from bridge.plugin.manager import open_transport
 from bridge.transport.reliable import ReliableTransport
 from bridge.wiring import build_applier
-from tests.deadletter_support import Throttle, envelope, put, send, stored, trusted_dir
+from tests.deadletter_support import Throttle, envelope, key, put, send, stored, trusted_dir
 
 ROTATED = Signer.from_seed(b"\x07" * 32)  # the publisher's new key, not trusted yet
 
@@ -91,13 +91,14 @@ def run_applier(setup: dict[str, Any], throttled: set[int] = frozenset()) -> Any
 @pytest.mark.aws
 def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(bridge_setup: dict[str, Any]) -> None:
     s = bridge_setup
-    wrong_schema = Change({"id": {"S": "x"}}, Operation.DELETE, Version(1, "cn-north-1", 1))
+    too_big = put(5, blob={"S": "x" * 420_000})  # over DynamoDB's 400 KB item limit
     send(
         s["transport"],
         [
+            # the old key still verifies first: the new key is one publisher's, not the whole stream's
+            envelope([put(4), too_big], eid="old-key"),
             envelope([put(1), put(2)], signer=ROTATED, eid="rotated-1"),
             envelope([put(3)], signer=ROTATED, eid="rotated-2"),
-            envelope([put(4), wrong_schema], eid="old-key"),
             envelope([put(6, ts=10, name={"S": "old"})], eid="throttled"),
         ],
     )
@@ -113,7 +114,7 @@ def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(br
     quarantined = listed("--dlq", s["dlq"], "--state", "quarantined")
     assert {r["error"] for r in quarantined} == {"SignatureError"}
     assert all(ROTATED.key_id in r["message"] for r in quarantined)
-    assert [r["kind"] for r in listed("--dlq", s["dlq"], "--error", "key schema")] == ["changes"]
+    assert [r["kind"] for r in listed("--dlq", s["dlq"], "--error", "ValidationException")] == ["changes"]
     assert len(listed("--dlq", s["dlq"], "--error", "TransientApplyError")) == 1
     assert len(listed("--dlq", s["dlq"], "--table", "users")) == 2  # quarantined envelopes name no table
     assert listed("--dlq", s["dlq"], "--older-than", "1h") == []
@@ -161,6 +162,23 @@ def test_replay_of_a_parked_change_goes_through_last_writer_wins(bridge_setup: d
     items = stored(s["client"], s["table"])
     assert items[6]["name"] == {"S": "new"} and items[7]["name"] == {"S": "only"}  # the old write lost
     assert listed("--dlq", s["dlq"]) == []
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_replay_builds_its_applier_like_bridge_apply_local_origin_included(bridge_setup: dict[str, Any]) -> None:
+    s = bridge_setup
+    # A change that came back to the replica it was written in (active-active echo): bridge-apply
+    # counts it against its local origin (target_region here); replay must do the same.
+    echo = Change(key(8), Operation.PUT, Version(10, "us-west-2", 10), {**key(8), "name": {"S": "echo"}})
+    send(s["transport"], [envelope([echo], eid="echo")])
+    run_applier(s, throttled={8})  # retry_max_attempts 1: parked at once
+    (parked,) = listed("--dlq", s["dlq"])
+    result = dlq("replay", "--config", s["config"], "--id", parked["id"])
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)["replay"]
+    assert (summary["resolved"], summary["changes_applied"], summary["echo_received"]) == (1, 1, 1)
+    assert stored(s["client"], s["table"])[8]["name"] == {"S": "echo"}
 
 
 @pytest.mark.rabbitmq
