@@ -17,7 +17,9 @@ prints a handled error as one line and exits with its ``exit_code``::
     ├── RecordError                           one stream record cannot become a Change
     ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
     │   ├── UnsupportedVersionError           envelope version this build does not know
-    │   └── SignatureError                    unknown key id or bad signature
+    │   ├── SignatureError                    unknown key id or bad signature
+    │   └── RouteRefusedError                 authentic, but its key or this applier may not
+    │                                         write its signed table / origin
     └── ApplyError                            a change could not be written to the target
         ├── TransientApplyError               throttling, timeouts, 5xx: retry later
         └── PermanentApplyError               validation, too large, schema mismatch
@@ -104,6 +106,10 @@ class UnsupportedVersionError(DecodeError):
 
 class SignatureError(DecodeError):
     """The envelope is signed by an unknown key or its signature does not verify."""
+
+
+class RouteRefusedError(DecodeError):
+    """Authentic, but signed for a table or origin its key or this applier is not allowed to write."""
 
 
 class ApplyError(BridgeError):

@@ -19,7 +19,7 @@ from bridge.aws import AwsSide
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
-from bridge.envelope import Compression, Signer, TrustStore
+from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError
 from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
@@ -123,7 +123,7 @@ def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: b
 
 
 def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
-    trust = TrustStore.load(cfg.trusted_keys)
+    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))
     target = TargetTable.open(
         side.client("dynamodb"),
@@ -141,7 +141,7 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         trust,
         Parker(dlq, cfg.quarantine_dir),
         workers=cfg.workers,
-        batch_messages=cfg.prefetch,
+        batch_messages=cfg.batch_messages,
         on_applied=on_applied,
         stop=stop,
         transient_retries=cfg.transient_retries,

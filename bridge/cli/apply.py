@@ -28,7 +28,15 @@ log = logging.getLogger("bridge.apply")
 @click.option("--create/--no-create", default=None, help="create the tombstone table if missing (default on)")
 @click.option("--origin", help="this replica's origin name (default: target region), to count echo traffic")
 @click.option("--workers", type=int, help="parallel writers (changes to one key stay in order)")
-@click.option("--prefetch", type=int, help="messages taken from the transport at once")
+@click.option(
+    "--batch-messages",
+    "--prefetch",
+    "batch_messages",
+    type=int,
+    help="messages taken per receive and applied as one batch (default 16; --prefetch: old name)",
+)
+@click.option("--accept-tables", help="signed source tables to apply, comma-separated (default: the target table)")
+@click.option("--accept-origins", help="signed origins to apply, comma-separated (default: * any)")
 @click.option("--transient-retries", type=int, help="in-place retries of a throttled or timed-out write (default 4)")
 @click.option("--retry-max-attempts", type=int, help="attempts before a failing change is parked (default 20)")
 @click.option("--retry-max-age", type=float, help="seconds after its first failure a change is parked (default 86400)")

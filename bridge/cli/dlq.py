@@ -413,7 +413,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     from bridge.apply.retry import RetryPolicy, reattempt
     from bridge.apply.target import TargetTable
     from bridge.change import Change
-    from bridge.envelope import TrustStore
+    from bridge.envelope import Scope, TrustStore
     from bridge.plugin.manager import open_transport
     from bridge.wiring import aws_side
 
@@ -428,7 +428,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         planned = {"records": len(todo), "skipped": len(skipped), "dry_run": dry_run}
         click.echo(orjson.dumps({"replay": planned}).decode())
         return
-    trust = TrustStore.load(cfg.trusted_keys)
+    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     side = aws_side(cfg, "target", max_pool_connections=max(10, cfg.workers + 2))  # as bridge-apply's
     target = TargetTable.open(
         side.client("dynamodb"),

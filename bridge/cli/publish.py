@@ -25,7 +25,7 @@ log = logging.getLogger("bridge.publish.loop")
 @aws_side_options("source")
 @click.option("--origin", help="this replica's name in versions (default: source region)")
 @click.option("--timestamp-attribute", help="application attribute holding the write time")
-@click.option("--signing-key", type=click.Path(dir_okay=False), help="Ed25519 private key (bridge keygen)")
+@click.option("--signing-key", help="Ed25519 private key (bridge keygen)")
 @click.option("--checkpoint", help="SQLite path or dynamodb://TABLE")
 @click.option("--start-position", type=click.Choice(["trim-horizon", "latest"]))
 @click.option(
