@@ -87,11 +87,13 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
     return keys, arn
 
 
-def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False) -> Publisher:
+def build_publisher(
+    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+) -> Publisher:
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
-    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"))
+    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
     )
@@ -169,14 +171,18 @@ def build_sender(
     )
 
 
-def build_bootstrap(cfg: PublishConfig, stop: threading.Event) -> tuple[Publisher, Bootstrap]:
+def build_bootstrap(
+    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False
+) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
     if cfg.start_position == "latest":
         log.info(
             "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
             " while the copy runs is missed"
         )
-    publisher = build_publisher(cfg.model_copy(update={"start_position": "trim-horizon"}), stop)
+    publisher = build_publisher(
+        cfg.model_copy(update={"start_position": "trim-horizon"}), stop, reset_checkpoint=reset_checkpoint
+    )
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     client = side.client("dynamodb")
