@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bridge.errors import BridgeError, RecoverableTransportError, TransportError
+from bridge.errors import BridgeError, MessageTooLargeError, RecoverableTransportError, TransportError
+from bridge.observe.health import Health
 from bridge.transport import Delivery, OutgoingMessage, Transport
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,18 @@ class ReliableTransport:
         backoff: Backoff = Backoff(),
         stop: threading.Event | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        health: Health | None = None,
+        link: str | None = None,
     ) -> None:
         self.transport = transport
         self.backoff = backoff
         self.stop = stop or threading.Event()
         self._sleep = sleep
         self.reconnects = 0
+        # Readiness: down from the first failed call until one succeeds again.
+        self.health = health
+        self.link = link or transport.url.redacted()
+        self._down = False
 
     @property
     def max_message_bytes(self) -> int:
@@ -59,8 +66,9 @@ class ReliableTransport:
         while True:
             attempt += 1
             try:
-                return fn()
+                result = fn()
             except recoverable as exc:
+                self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
                 if self.backoff.max_attempts and attempt >= self.backoff.max_attempts:
                     raise RecoverableTransportError(
                         f"{what} on {self.transport.url.redacted()} failed {attempt} times: {exc}"
@@ -80,12 +88,26 @@ class ReliableTransport:
                 self._safe_close()
                 self.reconnects += 1
                 self._sleep(delay)
-            except BridgeError:
+            except BridgeError as exc:
+                if isinstance(exc, TransportError) and not isinstance(exc, MessageTooLargeError):
+                    self._link_down(str(exc))
                 raise
             except Exception as exc:
+                self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
                 raise TransportError(
                     f"{what} on {self.transport.url.redacted()} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            else:
+                if self._down:
+                    self._down = False
+                    if self.health is not None:
+                        self.health.link_up(self.link)
+                return result
+
+    def _link_down(self, reason: str) -> None:
+        self._down = True
+        if self.health is not None:
+            self.health.link_down(self.link, reason)
 
     def _safe_close(self) -> None:
         try:

@@ -28,6 +28,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 N = TypeVar("N", int, float)
+DEFAULT_HEARTBEAT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,12 @@ class AmqpSettings:
     queue: str
     ssl: dict[str, Any] | bool
     prefetch: int = 64
-    # 0 disables heartbeats (kombu's default). With heartbeats on, the caller must come
-    # back (publish/receive/ack) within 2 x heartbeat seconds or the broker drops us.
-    heartbeat: float = 0.0
+    # On by default: a link that dies silently (a middlebox or TLS terminator whose far side
+    # is gone) carries nothing and closes nothing, and only heartbeats notice. A consumer
+    # notices within 2 x heartbeat (+ heartbeat/4 between checks); the caller must come back
+    # (publish/receive/ack) within about 2 x heartbeat or the broker drops us (a harmless
+    # reconnect + redelivery). 0 turns them off.
+    heartbeat: float = DEFAULT_HEARTBEAT_S
     connect_timeout: float = 10.0
     # Longest wait for publisher confirms; also bounds every blocking socket read/write.
     confirm_timeout: float = 30.0
@@ -64,7 +68,7 @@ class AmqpSettings:
             queue=queue,
             ssl=_ssl_options(url),
             prefetch=_number(url, "prefetch", 64, int, minimum=1),
-            heartbeat=_number(url, "heartbeat", 0.0, float, minimum=0),
+            heartbeat=_number(url, "heartbeat", DEFAULT_HEARTBEAT_S, float, minimum=0),
             connect_timeout=_number(url, "connect_timeout", 10.0, float, minimum=0.001),
             confirm_timeout=_number(url, "confirm_timeout", 30.0, float, minimum=0.001),
         )
