@@ -23,6 +23,7 @@ prints a handled error as one line and exits with its ``exit_code``::
     └── ApplyError                            a change could not be written to the target
         ├── TransientApplyError               throttling, timeouts, 5xx: retry later
         └── PermanentApplyError               validation, too large, schema mismatch
+            └── ItemTooLargeError             over 400 KB with the bridge's own attributes
 """
 
 from __future__ import annotations
@@ -122,3 +123,7 @@ class TransientApplyError(ApplyError):
 
 class PermanentApplyError(ApplyError):
     """Retrying will not help: validation error, item too large, key schema mismatch."""
+
+
+class ItemTooLargeError(PermanentApplyError):
+    """The item, with the bridge's own attributes, is over DynamoDB's item size limit."""
