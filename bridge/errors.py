@@ -6,6 +6,7 @@ prints a handled error as one line and exits with its ``exit_code``::
 
     BridgeError                      exit 1
     ├── ConfigError                  exit 2   bad file, flag or env var; names the key
+    │   └── ClockSkewError                    the host clock disagrees with AWS's
     ├── KeyFileError                 exit 3   missing, unreadable or insecure key file
     ├── PluginError                  exit 4   a plugin failed to load / broke a contract
     │   └── UnknownTransportError             no plugin for a URL scheme ("did you mean")
@@ -41,6 +42,10 @@ class ConfigError(BridgeError):
     """Configuration is invalid; the message names the key and the problem."""
 
     exit_code = 2
+
+
+class ClockSkewError(ConfigError):
+    """The host's clock is off from AWS's by more than a copy can tolerate."""
 
 
 class KeyFileError(BridgeError):
