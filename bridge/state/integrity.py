@@ -30,23 +30,27 @@ def checksum(stream_id: str, shard_id: str, sequence_number: str | None, finishe
 
 
 def refuse_unusable_file(path: Path) -> bool:
-    """True if ``path`` exists (and is worth opening); raise if it exists but cannot be a store."""
+    """True if ``path`` exists (and is worth opening); raise if it exists but cannot be a store.
+
+    Only ``stat``: opening (and closing) the file with a descriptor of our own would drop the POSIX
+    locks SQLite holds on it for this process's other connections, and their writes could be lost.
+    """
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return False  # a first start (or a path SQLite will refuse with its own words)
     except OSError as exc:
         raise ConfigError(f"checkpoint store {path} cannot be read ({exc.strerror or exc}); {RESET_HINT}") from exc
-    if not head:
+    if st.st_size == 0:
         raise ConfigError(f"checkpoint store {path} is empty (0 bytes), not a first start; {RESET_HINT}")
-    if head != b"SQLite format 3\x00":
-        raise ConfigError(f"checkpoint store {path} is not an SQLite database; {RESET_HINT}")
     return True
 
 
 def refuse_tableless(db: sqlite3.Connection, path: Path) -> None:
-    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    try:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"checkpoint store {path} is not an SQLite database ({exc}); {RESET_HINT}") from exc
     if "checkpoints" not in names:
         raise ConfigError(f"checkpoint store {path} holds no checkpoints table, not a first start; {RESET_HINT}")
 
