@@ -178,10 +178,17 @@ class SqliteCheckpointStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 row = self._db.execute(
-                    "SELECT sequence_number, finished FROM checkpoints WHERE stream_id = ? AND shard_id = ?",
+                    "SELECT sequence_number, finished, checksum FROM checkpoints WHERE stream_id = ? AND shard_id = ?",
                     (stream_id, shard_id),
                 ).fetchone()
                 old_seq, old_finished = (row[0], bool(row[1])) if row else (None, False)
+                if row is not None and row[2] != checksum(stream_id, shard_id, old_seq, old_finished):
+                    # Merging with it would seal an altered position as ours.
+                    self._db.execute("ROLLBACK")
+                    raise ConfigError(
+                        f"checkpoint store {self.path}: shard {shard_id}'s checkpoint (sequence number {old_seq}) "
+                        f"no longer matches its checksum: it was altered while running; {RESET_HINT}"
+                    )
                 seq = later_sequence(old_seq, sequence_number)
                 done = old_finished or finished
                 if row is None or (seq, done) != (old_seq, old_finished):

@@ -18,6 +18,8 @@ import pytest
 
 from bridge.demo.workload import create_table
 from bridge.envelope import keygen
+from bridge.errors import ConfigError
+from bridge.state.checkpoints import Checkpoint, SqliteCheckpointStore
 from bridge.state.integrity import checksum
 
 pytestmark = pytest.mark.aws
@@ -153,3 +155,19 @@ def test_a_store_from_the_previous_version_is_sealed_once(env: dict[str, Any]) -
     with sqlite3.connect(path) as db:
         db.execute("UPDATE checkpoints SET checksum = NULL")  # after the migration, a missing one is refused
     assert "does not match its checksum" in refused(publish(env))
+
+
+def test_a_checkpoint_altered_while_running_is_not_sealed_by_the_next_save(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    store = SqliteCheckpointStore(path)
+    store.save("s", "shard-1", "1" * 21)
+    with sqlite3.connect(path) as db:  # another process edits the row under the running publisher
+        db.execute("UPDATE checkpoints SET sequence_number = ?", ("9" * 30,))
+    with pytest.raises(ConfigError, match="no longer matches its checksum"):
+        store.save("s", "shard-1", "2" * 21)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE checkpoints SET sequence_number = ?", ("1" * 21,))  # put back as it was
+    reopened = SqliteCheckpointStore(path)
+    assert reopened.load("s") == {"shard-1": Checkpoint("1" * 21, False)}
+    reopened.close()
