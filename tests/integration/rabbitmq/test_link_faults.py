@@ -100,6 +100,28 @@ def test_a_frozen_link_is_detected_by_heartbeats_and_replaced(amqp_url: str, uni
             consumer.close()
 
 
+def test_a_cut_link_is_replaced_at_once(amqp_url: str, unique: str) -> None:
+    """The plain case, for contrast: both ends see the close and the consumer reconnects on its next call."""
+    direct = f"{amqp_url}?queue={unique}"
+    with tcp_proxy("127.0.0.1", urlsplit(amqp_url).port or 5672) as proxy:
+        health = RecordedHealth()
+        consumer = ReliableTransport(
+            open_transport(via(proxy, amqp_url, f"queue={unique}"), "consume"),
+            Backoff(initial_s=0.1, max_s=0.5),
+            health=health,
+            link="broker",
+        )
+        try:
+            assert receive_until(consumer, 1, 5) == []  # connected, nothing there yet
+            proxy.cut()
+            publish(direct, 3, "after-cut")
+            got = receive_until(consumer, 3, 10)
+            assert sorted(d.body for d in got) == [f"after-cut-{i}".encode() for i in range(3)]
+            assert proxy.accepted == 2 and health.ready() == (True, "ok")
+        finally:
+            consumer.close()
+
+
 def test_a_frozen_link_under_a_publish_is_bounded_by_the_confirm_timeout(amqp_url: str, unique: str) -> None:
     """The publisher's side: a publish waiting for confirms on a dead link gives up after
     confirm_timeout, and core's retry sends the batch again on a new connection."""
