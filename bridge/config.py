@@ -172,6 +172,7 @@ class ApplyConfig(_Common):
 
 
 M = TypeVar("M", bound=BaseModel)
+OLD_NAMES = {"prefetch": "batch_messages"}
 _USERINFO = re.compile(r"([^/@:\s]*):[^@/\s]*@")
 
 
@@ -192,6 +193,10 @@ def load(
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None:
             data[name] = value
+    for old, new in OLD_NAMES.items():  # the model's own validator tells old from new and refuses both
+        value = env.get(ENV_PREFIX + old.upper())
+        if new in model.model_fields and value is not None:
+            data[old] = value
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(data)

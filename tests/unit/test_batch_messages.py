@@ -31,6 +31,7 @@ def test_batch_messages_is_the_per_batch_take_and_prefetch_its_old_name(tmp_path
         load(ApplyConfig, both, REQUIRED, environ={})
     env = {"BRIDGE_BATCH_MESSAGES": "32"}
     assert load(ApplyConfig, None, REQUIRED, environ=env).batch_messages == 32
+    assert load(ApplyConfig, None, REQUIRED, environ={"BRIDGE_PREFETCH": "12"}).batch_messages == 12
 
 
 @pytest.mark.parametrize("flag", ["--batch-messages", "--prefetch"])
