@@ -54,10 +54,11 @@ def publish(url: str, n: int, tag: str) -> None:
         t.close()
 
 
-def receive_until(consumer: ReliableTransport, want: int, deadline_s: float) -> list[Delivery]:
+def receive_until(consumer: ReliableTransport, want: int, deadline_s: float, prefix: bytes = b"") -> list[Delivery]:
+    """Deliveries (acked) until ``want`` of them start with ``prefix``, or the deadline."""
     got: list[Delivery] = []
     deadline = time.monotonic() + deadline_s
-    while len(got) < want and time.monotonic() < deadline:
+    while sum(d.body.startswith(prefix) for d in got) < want and time.monotonic() < deadline:
         for d in consumer.receive(16, timeout=0.5):
             consumer.ack(d)
             got.append(d)
@@ -85,9 +86,13 @@ def test_a_frozen_link_is_detected_by_heartbeats_and_replaced(amqp_url: str, uni
             proxy.freeze()  # the consumer's link now carries nothing, and closes nothing
             publish(direct, 5, "after")
             bound = 2 * heartbeat + heartbeat / 4 + 3  # detection, one check interval, reconnect
-            got = receive_until(consumer, 5, bound if heartbeat else 10)
+            got = receive_until(consumer, 5, bound if heartbeat else 10, prefix=b"after-")
             if heartbeat:
-                assert sorted(d.body for d in got) == [f"after-{i}".encode() for i in range(5)]
+                after = [d.body for d in got if d.body.startswith(b"after-")]
+                assert sorted(after) == [f"after-{i}".encode() for i in range(5)]
+                # The ack of "before-0" may have been on its way into the frozen link: the broker never
+                # saw it and redelivers (at least once; the applier deduplicates). Nothing else is extra.
+                assert all(d.body == b"before-0" and d.redelivered for d in got if d.body not in after)
                 assert consumer.reconnects >= 1 and proxy.accepted == 2
                 # readiness was false from the detection to the reconnect
                 assert [e[0] for e in health.events] == ["down", "up"]
