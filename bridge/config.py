@@ -8,6 +8,7 @@ every problem is reported naming the key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -46,7 +47,7 @@ class _Common(BaseModel):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and "://" not in value:
-            raise ValueError(f"expected a URL like amqp://host/?queue=NAME, got {value!r}")
+            raise ValueError(f"expected a URL like amqp://host/?queue=NAME, got {redact_userinfo(value)!r}")
         return value
 
     @field_validator("log_level", mode="before")
@@ -132,6 +133,10 @@ class ApplyConfig(_Common):
     target_ssm_secret_key_param: str | None = Field(None, description="SSM parameter holding the secret key")
     target_ssm_region: str | None = Field(None, description="region of those SSM parameters (local side)")
     trusted_keys: Path = Field(description="public key file or directory of *.pub keys")
+    accept_tables: list[str] | None = Field(
+        None, description="signed source tables whose envelopes are applied (default: target_table; * for any)"
+    )
+    accept_origins: list[str] = Field(["*"], description="signed origins whose envelopes are applied (* for any)")
     attribute_prefix: str = Field(
         "_bridge", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="prefix of bridge-owned attributes"
     )
@@ -144,13 +149,45 @@ class ApplyConfig(_Common):
         description="this replica's origin name, to count echo traffic (default: target_region)",
     )
     workers: int = Field(8, ge=1, le=256, description="parallel writers (changes to one key stay in order)")
-    prefetch: int = Field(16, ge=1, le=1000, description="messages taken from the transport at once")
+    # Not the broker's QoS (the transport URL's `prefetch`): how many bridge-apply takes per batch.
+    batch_messages: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="messages taken per receive and applied as one batch (--prefetch: old name)",
+        json_schema_extra={"aliases": ["--prefetch"]},
+    )
     # Dead-letter retries (docs/dead-letters.md): in place first, then from the retry queue.
     transient_retries: int = Field(4, ge=0, le=20, description="in-place retries of a throttled/timed-out write")
     retry_max_attempts: int = Field(20, ge=1, le=1000, description="attempts before a failing change is parked")
     retry_max_age: float = Field(86_400, gt=0, description="seconds after the first failure a change is parked")
     retry_initial_delay: float = Field(10, gt=0, description="seconds before the first re-attempt (then doubling)")
     retry_max_delay: float = Field(900, gt=0, description="longest wait between two re-attempts, seconds")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        # `prefetch` meant two things (this and the broker's QoS in the URL); the old key still works.
+        if isinstance(data, dict) and "prefetch" in data:
+            data = dict(data)
+            if "batch_messages" in data:
+                raise ValueError("prefetch is the old name of batch_messages; give only batch_messages")
+            data["batch_messages"] = data.pop("prefetch")
+        return data
+
+    @field_validator("accept_tables", "accept_origins", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        # Env vars and flags give one string: "a,b".
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if isinstance(value, list) and not value:
+            raise ValueError("names nothing; give table or origin names, or * for any")
+        return value
+
+    @property
+    def accepted_tables(self) -> list[str]:
+        return self.accept_tables if self.accept_tables is not None else [self.target_table]
 
     @model_validator(mode="after")
     def _retry_delays(self) -> ApplyConfig:
@@ -166,6 +203,13 @@ class ApplyConfig(_Common):
 
 
 M = TypeVar("M", bound=BaseModel)
+OLD_NAMES = {"prefetch": "batch_messages"}
+_USERINFO = re.compile(r"([^/@:\s]*):[^@/\s]*@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``user:password@`` anywhere in ``text`` -> ``user:***@``: a malformed URL may still hold a secret."""
+    return _USERINFO.sub(r"\1:***@", text)
 
 
 def load(
@@ -180,6 +224,10 @@ def load(
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None:
             data[name] = value
+    for old, new in OLD_NAMES.items():  # the model's own validator tells old from new and refuses both
+        value = env.get(ENV_PREFIX + old.upper())
+        if new in model.model_fields and value is not None:
+            data[old] = value
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(data)

@@ -6,6 +6,7 @@ prints a handled error as one line and exits with its ``exit_code``::
 
     BridgeError                      exit 1
     ├── ConfigError                  exit 2   bad file, flag or env var; names the key
+    │   └── ClockSkewError                    the host clock disagrees with AWS's
     ├── KeyFileError                 exit 3   missing, unreadable or insecure key file
     ├── PluginError                  exit 4   a plugin failed to load / broke a contract
     │   └── UnknownTransportError             no plugin for a URL scheme ("did you mean")
@@ -21,10 +22,13 @@ prints a handled error as one line and exits with its ``exit_code``::
     ├── RecordError                           one stream record cannot become a Change
     ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
     │   ├── UnsupportedVersionError           envelope version this build does not know
-    │   └── SignatureError                    unknown key id or bad signature
+    │   ├── SignatureError                    unknown key id or bad signature
+    │   └── RouteRefusedError                 authentic, but its key or this applier may not
+    │                                         write its signed table / origin
     └── ApplyError                            a change could not be written to the target
         ├── TransientApplyError               throttling, timeouts, 5xx, proxy: retry later
         └── PermanentApplyError               validation, too large: this change only
+            └── ItemTooLargeError             over 400 KB with the bridge's own attributes
 
 Exit 8 is ``bridge verify``'s "the tables differ". A systemic error is not an ``ApplyError`` on
 purpose: code that parks failed changes catches ``ApplyError`` and must never catch this one.
@@ -49,6 +53,10 @@ class ConfigError(BridgeError):
 
     exit_code = 2
     needs_operator = True
+
+
+class ClockSkewError(ConfigError):
+    """The host's clock is off from AWS's by more than a copy can tolerate."""
 
 
 class KeyFileError(BridgeError):
@@ -140,6 +148,10 @@ class SignatureError(DecodeError):
     """The envelope is signed by an unknown key or its signature does not verify."""
 
 
+class RouteRefusedError(DecodeError):
+    """Authentic, but signed for a table or origin its key or this applier is not allowed to write."""
+
+
 class ApplyError(BridgeError):
     """A change could not be applied to the target table."""
 
@@ -150,3 +162,7 @@ class TransientApplyError(ApplyError):
 
 class PermanentApplyError(ApplyError):
     """Retrying will not help this change: validation error, item too large."""
+
+
+class ItemTooLargeError(PermanentApplyError):
+    """The item, with the bridge's own attributes, is over DynamoDB's item size limit."""

@@ -19,7 +19,7 @@ from bridge.aws import AwsSide, ErrorClass, classify, describe
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
-from bridge.envelope import Compression, Signer, TrustStore
+from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
 from bridge.plugin.manager import open_transport
@@ -90,11 +90,13 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
     return keys, arn
 
 
-def build_publisher(cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False) -> Publisher:
+def build_publisher(
+    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+) -> Publisher:
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
-    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"))
+    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
     )
@@ -151,7 +153,7 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
 
 
 def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
-    trust = TrustStore.load(cfg.trusted_keys)
+    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     target = open_target(cfg)
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop)
     return Applier(
@@ -160,7 +162,7 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         trust,
         Parker(dlq, cfg.quarantine_dir),
         workers=cfg.workers,
-        batch_messages=cfg.prefetch,
+        batch_messages=cfg.batch_messages,
         on_applied=on_applied,
         stop=stop,
         transient_retries=cfg.transient_retries,
@@ -188,14 +190,18 @@ def build_sender(
     )
 
 
-def build_bootstrap(cfg: PublishConfig, stop: threading.Event) -> tuple[Publisher, Bootstrap]:
+def build_bootstrap(
+    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False
+) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
     if cfg.start_position == "latest":
         log.info(
             "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
             " while the copy runs is missed"
         )
-    publisher = build_publisher(cfg.model_copy(update={"start_position": "trim-horizon"}), stop)
+    publisher = build_publisher(
+        cfg.model_copy(update={"start_position": "trim-horizon"}), stop, reset_checkpoint=reset_checkpoint
+    )
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     client = side.client("dynamodb")

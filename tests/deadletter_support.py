@@ -58,7 +58,7 @@ def apply_config(tmp_path: Path, endpoint: str, table: str, transport: str, **se
         trusted_keys=tmp_path / "trusted",
         transport=transport,
         quarantine_dir=tmp_path / "q",
-        **settings,
+        **{"accept_tables": ["users"], **settings},  # the envelopes above come from a table named users
     )
 
 

@@ -28,6 +28,7 @@ from bridge.envelope import Batch, TrustStore, decode, peek
 from bridge.errors import (
     ApplyError,
     DecodeError,
+    ItemTooLargeError,
     PermanentApplyError,
     RecoverableTransportError,
     SystemicError,
@@ -55,6 +56,7 @@ class ApplyStats:
     retried: int = 0  # changes re-attempted from the dead-letter queue
     recovered: int = 0  # of those, applied (or found already there)
     parked: int = 0  # changes given up on: permanent errors, retries exhausted
+    too_large: int = 0  # of the failures, items over DynamoDB's size limit with the bridge's attributes
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -299,6 +301,7 @@ class Applier:
             assert batch is not None
             records.extend(failure_records(delivery.body, batch, failed_changes, self.policy))
         self.changes.count("dead_lettered", len(failures))
+        self.changes.count("too_large", sum(isinstance(f.error, ItemTooLargeError) for f in failures))
         self.changes.count(
             "parked", sum(len(r.changes) for r in records if r.kind is Kind.CHANGES and r.state is State.PARKED)
         )

@@ -30,9 +30,10 @@ from typing import Any
 
 import botocore.exceptions
 
+from bridge.apply.itemsize import ITEM_LIMIT_BYTES, WRITE_TOKEN_CHARS, item_size
 from bridge.aws.errors import ErrorClass, classify, describe
 from bridge.change import Change, Image, Operation, Outcome, fingerprint, from_boto_image, to_boto_image
-from bridge.errors import ConfigError, PermanentApplyError, SystemicError, TransientApplyError
+from bridge.errors import ConfigError, ItemTooLargeError, PermanentApplyError, SystemicError, TransientApplyError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class TargetTable:
     prefix: str = DEFAULT_PREFIX
     tombstone_ttl_s: int = 14 * 86400
     local_origin: str | None = None
+    item_limit: int = ITEM_LIMIT_BYTES  # DynamoDB's; tests set the emulator's
     # Changes that came back to where they were written: echo traffic, 0 when loops are
     # prevented (still applied: last-writer-wins makes them duplicates or stale).
     echo_counter: EchoCounter = field(default_factory=EchoCounter, compare=False)
@@ -252,7 +254,8 @@ class TargetTable:
         # Bridge attributes of an upstream replica must not leak into ours.
         item = to_boto_image(self.user_item(change.new_image))
         item[self.version_attr] = {"S": v}
-        item[self.write_attr] = {"S": uuid.uuid4().hex[:16]}
+        item[self.write_attr] = {"S": uuid.uuid4().hex[:WRITE_TOKEN_CHARS]}
+        self._refuse_oversize(item)
         old = self._write(
             self.client.put_item,
             v,
@@ -282,6 +285,16 @@ class TargetTable:
             log.debug("undid a put older than its tombstone")
             return Outcome.STALE
         return Outcome.APPLIED
+
+    def _refuse_oversize(self, item: Image) -> None:
+        size = item_size(item)
+        if size > self.item_limit:
+            own = item_size({k: item[k] for k in (self.version_attr, self.write_attr)})
+            raise ItemTooLargeError(
+                f"item is {size - own} bytes, {size} with the bridge's {own} bytes of attributes: over "
+                f"DynamoDB's {self.item_limit}-byte item limit by {size - self.item_limit} (an item needs "
+                f"{own} bytes of headroom below the limit to replicate)"
+            )
 
     def _delete(self, key: Image, v: str) -> Outcome:
         for _ in range(5):
@@ -366,6 +379,9 @@ class TargetTable:
             kind = classify(exc)
             if kind is ErrorClass.SYSTEMIC:
                 raise SystemicError(f"{kwargs.get('TableName', self.table)}: {describe(exc)}") from exc
+            if kind is ErrorClass.PERMANENT and "item size" in describe(exc).lower():
+                # The size rules above are DynamoDB's documented ones; this catches what they miss.
+                raise ItemTooLargeError(describe(exc)) from exc
             if kind is ErrorClass.PERMANENT:
                 raise PermanentApplyError(describe(exc)) from exc
             raise TransientApplyError(describe(exc)) from exc

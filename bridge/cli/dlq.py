@@ -8,6 +8,7 @@ it is killed). Only ``replay`` (for what it applied) and ``purge`` remove record
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -26,7 +27,15 @@ from rich.table import Table
 
 from bridge import config
 from bridge.cli.common import handled, setup_logging
-from bridge.deadletter.records import FailureRecord, Kind, Parker, State, parked_url, wrap_foreign
+from bridge.deadletter.records import (
+    LOCAL_SUFFIX,
+    FailureRecord,
+    Kind,
+    Parker,
+    State,
+    parked_url,
+    wrap_foreign,
+)
 from bridge.errors import ApplyError, ConfigError, DecodeError
 from bridge.transport import Delivery, TransportURL
 from bridge.transport.reliable import Backoff, ReliableTransport
@@ -35,6 +44,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # RabbitMQ stops delivering to a consumer at `prefetch` unacked messages; reading a whole
 # queue without acking needs that raised (an AMQP prefetch count is 16 bits).
+_MAX_AMQP_PREFETCH = 65_535
+DEFAULT_QUARANTINE_DIR = config.ApplyConfig.model_fields["quarantine_dir"].default
 
 
 def parse_age(text: str) -> float:
@@ -85,13 +96,46 @@ class Filters:
 
 @dataclass
 class Held:
-    queue: str  # "retry" or "parked"
-    transport: ReliableTransport
-    delivery: Delivery
+    queue: str  # "retry", "parked", or "local": a file in the quarantine directory
+    transport: ReliableTransport | None
+    delivery: Delivery | None
     record: FailureRecord
+    path: Path | None = None  # "local": the file
 
     def describe(self, now: float) -> dict[str, Any]:
-        return {**self.record.describe(), "queue": self.queue, "age_s": round(now - self.record.first_failed_at, 3)}
+        where = {"file": str(self.path)} if self.path is not None else {}
+        return {
+            **self.record.describe(),
+            "queue": self.queue,
+            **where,
+            "age_s": round(now - self.record.first_failed_at, 3),
+        }
+
+    def remove(self) -> None:
+        """Done with it: ack the delivery, or delete the local file."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        elif self.transport is not None and self.delivery is not None:
+            self.transport.ack(self.delivery)
+
+
+def read_local(directory: Path | None) -> list[Held]:
+    """Failure records no queue could hold (too large for it, or refused), kept as files by ``Parker``."""
+    if directory is None or not directory.is_dir():
+        return []
+    held = []
+    for path in sorted(directory.glob(f"*{LOCAL_SUFFIX}")):
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            click.echo(f"cannot read {path}: {exc.strerror or exc}", err=True)
+            continue
+        try:
+            record = FailureRecord.decode(body)
+        except DecodeError as exc:
+            record = wrap_foreign(body, str(exc))
+        held.append(Held("local", None, None, record, path))
+    return held
 
 
 class Browser:
@@ -142,11 +186,13 @@ def _holding_all(url: TransportURL, limit: int) -> TransportURL:
 
 
 @contextmanager
-def browse(dlq: TransportURL, filters: Filters, limit: int, wait: float) -> Iterator[tuple[Browser, list[Held]]]:
+def browse(
+    dlq: TransportURL, filters: Filters, limit: int, wait: float, local: Path | None = None
+) -> Iterator[tuple[Browser, list[Held]]]:
     retry, parked = filters.queues()
     browser = Browser(dlq, limit, retry, parked, wait)
     try:
-        held = browser.read()
+        held = browser.read() + read_local(local)
         now = time.time()
         yield browser, [h for h in held if filters.match(h.record, now)]
     finally:
@@ -171,9 +217,24 @@ def dlq_url(dlq: str | None, config_file: str | None) -> TransportURL:
     return open_transport(str(data["transport"]), "dlq").dead_letter_url()
 
 
+def quarantine_dir(given: str | None, config_file: str | None) -> Path | None:
+    """--quarantine-dir, else the config file's quarantine_dir (or its default), where it exists."""
+    if given:
+        return Path(given)
+    if config_file:
+        return Path(str(config.read_yaml(Path(config_file)).get("quarantine_dir") or DEFAULT_QUARANTINE_DIR))
+    return None
+
+
 def common(fn: F) -> F:
     for option in reversed(
         [
+            click.option(
+                "--quarantine-dir",
+                "local_dir",
+                type=click.Path(file_okay=False),
+                help="also the failure records kept as files there, which no queue could hold (default: from --config)",
+            ),
             click.option(
                 "--dlq",
                 "dlq",
@@ -254,7 +315,8 @@ def list_(
     setup_logging(log_level.upper())
     filters = _filters(kw)
     now = time.time()
-    with browse(dlq_url(dlq, config_file), filters, limit, wait) as (_, held):
+    local = quarantine_dir(kw.pop("local_dir"), config_file)
+    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
         rows = [h.describe(now) for h in held]
     if as_json:
         click.echo(orjson.dumps(rows).decode())
@@ -262,10 +324,11 @@ def list_(
     if not rows:
         click.echo("no failure records")
         return
-    table = Table("id", "state", "kind", "error", "attempts", "first failed", "table", "changes", "message")
+    table = Table("id", "queue", "state", "kind", "error", "attempts", "first failed", "table", "changes", "message")
     for row in rows:
         table.add_row(
             row["id"],
+            row["queue"],
             row["state"],
             row["kind"],
             row["error"],
@@ -303,7 +366,8 @@ def show(
     setup_logging(log_level.upper())
     filters = _filters(kw)
     now = time.time()
-    with browse(dlq_url(dlq, config_file), filters, limit, wait) as (_, held):
+    local = quarantine_dir(kw.pop("local_dir"), config_file)
+    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
         found = [h for h in held if h.record.id == record_id]
     if not found:
         raise ConfigError(f"no failure record with id {record_id!r}")
@@ -398,12 +462,13 @@ def replay(
     """
     setup_logging(log_level.upper())
     filters = _filters(kw)
+    local = quarantine_dir(kw.pop("local_dir"), config_file)
     overrides = {k: v for k, v in kw.items() if v is not None}
     url = dlq_url(dlq, config_file)
     if not config_file:
         overrides.setdefault("transport", url.raw)  # not used: the schema wants one
     cfg = config.load(config.ApplyConfig, config_file, overrides)
-    with browse(url, filters, limit, wait) as (_, held):
+    with browse(url, filters, limit, wait, local) as (_, held):
         _replay(cfg, url, held, allow_unsigned, dry_run)
 
 
@@ -411,7 +476,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     from bridge.apply.loop import ApplyStats
     from bridge.apply.retry import reattempt
     from bridge.change import Change
-    from bridge.envelope import TrustStore
+    from bridge.envelope import Scope, TrustStore
     from bridge.plugin.manager import open_transport
     from bridge.wiring import build_change_applier, retry_policy
 
@@ -426,7 +491,7 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
         planned = {"records": len(todo), "skipped": len(skipped), "dry_run": dry_run}
         click.echo(orjson.dumps({"replay": planned}).decode())
         return
-    trust = TrustStore.load(cfg.trusted_keys)
+    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     policy = retry_policy(cfg)
     stats = ApplyStats()
     applier = build_change_applier(cfg, stats)  # bridge-apply's target: its local origin included
@@ -446,9 +511,12 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
                 result = reattempt(record, trust, applier.apply, policy, fresh=True)
                 left = result.records
                 stats.recovered += result.recovered
-            for queue, group in parker.group(left):
-                parker.put(queue, group)  # raises before the old copy is acked: nothing lost
-            h.transport.ack(h.delivery)
+            if h.path is not None and left:
+                _keep_beside(h.path, left)  # no queue could hold it before either
+            else:
+                for queue, group in parker.group(left):
+                    parker.put(queue, group)  # raises before the old copy is acked: nothing lost
+                h.remove()
             if left:
                 still.update(r.state.value for r in left)
             else:
@@ -481,7 +549,8 @@ def purge(
     """Delete failure records for good (asks first, unless --yes)."""
     setup_logging(log_level.upper())
     filters = _filters(kw)
-    with browse(dlq_url(dlq, config_file), filters, limit, wait) as (_, held):
+    local = quarantine_dir(kw.pop("local_dir"), config_file)
+    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
         if not held:
             click.echo("no matching failure records; nothing purged")
             return
@@ -491,8 +560,21 @@ def purge(
             click.echo("nothing purged")
             sys.exit(1)
         for h in held:
-            h.transport.ack(h.delivery)
+            h.remove()
     click.echo(f"purged {len(held)} failure record(s) ({what})")
+
+
+def _keep_beside(path: Path, records: list[FailureRecord]) -> None:
+    """A local record that still fails is rewritten where it was (atomically), with its new error."""
+    paths = []
+    for record in records:
+        target = path.with_name(f"{record.id}{LOCAL_SUFFIX}")
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(record.encode())
+        os.replace(tmp, target)
+        paths.append(target)
+    if path not in paths:
+        path.unlink(missing_ok=True)
 
 
 def _when(ts: float) -> str:

@@ -63,8 +63,11 @@ def option_for(name: str, field: FieldInfo) -> Callable[[F], F]:
     elif kind in (int, float):
         click_type = kind
     else:
-        click_type = str
-    return click.option(str(declared) if declared else flag_name(name), name, type=click_type, help=help_text)
+        click_type = str  # lists too: "a,b", split by the model's validator like the env var
+    declared_aliases = extra.get("aliases")
+    aliases = [str(a) for a in declared_aliases] if isinstance(declared_aliases, list) else []  # old names
+    flags = [str(declared) if declared else flag_name(name), *aliases]
+    return click.option(*flags, name, type=click_type, help=help_text)
 
 
 def settings_options(model: type[BaseModel], *, skip: Iterable[str] = ()) -> Callable[[F], F]:

@@ -20,14 +20,22 @@ log = logging.getLogger("bridge.publish.loop")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--reset-checkpoint",
+    is_flag=True,
+    help="start over: move the checkpoint file aside (kept as FILE.reset-TIME) and start at --start-position",
+)
 @settings_options(config.PublishConfig)
 @handled
-def main(config_file: str | None, **flags: Any) -> None:
+def main(config_file: str | None, reset_checkpoint: bool, **flags: Any) -> None:
     """Read the source table's stream and ship signed, compressed batches to the transport."""
     cfg = config.load(config.PublishConfig, config_file, flags)
     setup_logging(cfg.log_level, cfg.log_json)
     stop = stop_on_signals()
-    publisher, bootstrap = build_bootstrap(cfg, stop) if cfg.bootstrap else (build_publisher(cfg, stop), None)
+    if cfg.bootstrap:
+        publisher, bootstrap = build_bootstrap(cfg, stop, reset_checkpoint=reset_checkpoint)
+    else:
+        publisher, bootstrap = build_publisher(cfg, stop, reset_checkpoint=reset_checkpoint), None
     log.info(
         "publishing %s (origin %s) to %s",
         cfg.source_table,

@@ -37,7 +37,7 @@ from bridge.errors import ConfigError
 @click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
 @click.option("--repair", is_flag=True, help="re-publish differing keys through the transport")
 @click.option("--transport", help="--repair: transport URL bridge-apply reads")
-@click.option("--signing-key", type=click.Path(dir_okay=False), help="--repair: Ed25519 private key (bridge keygen)")
+@click.option("--signing-key", help="--repair: Ed25519 private key (bridge keygen)")
 @click.option("--origin", help="--repair: the source's origin name (default: source region)")
 @click.option("--timestamp-attribute", help="--repair: as bridge-publish's setting")
 @click.option("--dead-letter", help="--repair: dead-letter transport URL (default: <queue>.dlq)")

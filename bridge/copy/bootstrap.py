@@ -23,6 +23,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from bridge.aws.clock import checked_service_time
 from bridge.change import Change, Position, Version, from_boto_image, to_boto_image
 from bridge.copy.scan import ReadBudget, describe_counts, run_parallel, scan_segment
 from bridge.deadletter.records import FailureRecord, Kind, State
@@ -36,8 +37,9 @@ from bridge.state.scan_progress import ScanProgressStore
 log = logging.getLogger(__name__)
 
 # A scanned copy is versioned this far before the scan started. Stream timestamps are truncated
-# (to the second by DynamoDB Streams) and come from DynamoDB's clock, the scan start from ours:
-# the margin covers the truncation, clock skew and eventually consistent reads. A larger margin
+# (to the second by DynamoDB Streams) and come from DynamoDB's clock, and so does the scan start
+# (bridge.aws.clock; a host clock further off than this refuses to copy): the margin covers the
+# truncation and eventually consistent reads. A larger margin
 # costs nothing (docs/bootstrap.md), a too small one lets a stale copy win.
 COPY_MARGIN_S = 60.0
 STREAM_RETENTION_S = 24 * 3600
@@ -146,8 +148,10 @@ class Bootstrap:
         stop: threading.Event | None = None,
         display: Display = "auto",
         log_every_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        self.clock = clock  # the host's, checked against AWS's before a copy
         self.table = table
         self.key_names = key_names
         self.progress = progress
@@ -201,7 +205,8 @@ class Bootstrap:
                 self.segments,
             )
         self._states = {i: SegmentState.from_doc(docs.get(_segment_name(i))) for i in range(self._total)}
-        self._not_after_us = int((time.time() - COPY_MARGIN_S) * 1_000_000)
+        aws_now = checked_service_time(self.client, self.table, COPY_MARGIN_S, clock=self.clock)
+        self._not_after_us = int((aws_now - COPY_MARGIN_S) * 1_000_000)
         todo = [i for i, s in self._states.items() if not s.finished]
         self.stats.segments = self._total
         self.stats.segments_skipped = self._total - len(todo)

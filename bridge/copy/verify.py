@@ -25,12 +25,13 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws.clock import checked_service_time
 from bridge.aws.errors import failure
 from bridge.change import Change, Image, Operation, Position, Version, from_boto_image, key_token, to_boto_image
 from bridge.copy.bootstrap import COPY_MARGIN_S, scanned_change
@@ -324,7 +325,9 @@ class Repairer:
         timestamp_attribute: str | None = None,
         prefix: str = DEFAULT_PREFIX,
         margin_s: float = COPY_MARGIN_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # the host's, checked against AWS's before a repair
         self.sender = sender
         self.source = source
         self.target = target
@@ -336,7 +339,10 @@ class Repairer:
 
     def repair(self, diffs: Sequence[KeyDiff], wait_s: float = 60.0) -> RepairReport:
         report = RepairReport()
-        read_at_us = int(time.time() * 1_000_000)  # taken before the reads: never later than them
+        # AWS's time, taken before the reads: never later than them.
+        read_at_us = int(
+            checked_service_time(self.source.client, self.source.table, self.margin_s, clock=self.clock) * 1e6
+        )
         not_after_us = read_at_us - int(self.margin_s * 1_000_000)
         where = f"repair/{read_at_us}"
         sent: list[Image] = []

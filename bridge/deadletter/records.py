@@ -38,6 +38,7 @@ from bridge.transport.reliable import ReliableTransport
 log = logging.getLogger(__name__)
 
 FORMAT = "ddb-bridge-failure/1"
+LOCAL_SUFFIX = ".failure.json"  # a record in the quarantine directory (``bridge dlq`` reads them too)
 # Ids are uuid4 hex from us; a forged record may say anything, but not something huge.
 _MAX_ID = 128
 
@@ -312,7 +313,7 @@ class Parker:
 
     def _write_local(self, name: str, body: bytes) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        path = self.quarantine_dir / f"{name}.failure.json"
+        path = self.quarantine_dir / f"{name}{LOCAL_SUFFIX}"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
             fh.write(body)

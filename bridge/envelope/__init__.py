@@ -19,6 +19,7 @@ from bridge.envelope.codec import (
     peek,
 )
 from bridge.envelope.keys import KEY_FILE, PUB_FILE, Signer, TrustStore, key_id_of, keygen
+from bridge.envelope.scope import Scope
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -30,6 +31,7 @@ __all__ = [
     "Batch",
     "Compression",
     "Header",
+    "Scope",
     "Signer",
     "TrustStore",
     "decode",

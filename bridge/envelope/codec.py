@@ -18,7 +18,7 @@ import zstandard
 
 from bridge.change import Change
 from bridge.envelope.keys import Buffer, Signer, TrustStore
-from bridge.errors import DecodeError, SignatureError, UnsupportedVersionError
+from bridge.errors import DecodeError, RouteRefusedError, SignatureError, UnsupportedVersionError
 
 MAGIC = b"DDBR"
 FORMAT_VERSION = 1
@@ -210,7 +210,12 @@ def decode(data: Buffer, trust: TrustStore, max_body_bytes: int = DEFAULT_MAX_BO
     except SignatureError as exc:
         raise SignatureError(str(exc), raw) from None  # same error, now carrying the raw bytes
     body = _decompress(view[header.header_length : end], header.compression, max_body_bytes, raw)
-    return _parse_body(body, raw)
+    batch = _parse_body(body, raw)
+    try:
+        trust.authorize(header.key_id, batch.table, batch.origin)
+    except RouteRefusedError as exc:
+        raise RouteRefusedError(str(exc), raw) from None
+    return batch
 
 
 def _as_bytes(data: Buffer) -> bytes:

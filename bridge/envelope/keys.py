@@ -17,7 +17,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bridge.errors import KeyFileError, SignatureError
+from bridge.envelope.scope import ANY_SCOPE, Scope, split_pub
+from bridge.errors import KeyFileError, RouteRefusedError, SignatureError
 
 KEY_FILE = "bridge.key"
 PUB_FILE = "bridge.pub"
@@ -50,8 +51,8 @@ class Signer:
     def from_file(cls, path: StrPath) -> Signer:
         """Load a PEM PKCS#8 Ed25519 private key that only its owner can read."""
         path = Path(path)
-        data, mode = _read(path, "signing key")
-        _refuse_if_exposed(path, mode)
+        data, st = _read(path, "signing key")
+        _refuse_if_exposed(path, st)
         return cls(_private_key(data, path))
 
     @classmethod
@@ -74,8 +75,10 @@ class Signer:
 class TrustStore:
     """The public keys whose envelopes a consumer accepts, by key id."""
 
-    def __init__(self, keys: Iterable[Ed25519PublicKey | Signer] = ()) -> None:
+    def __init__(self, keys: Iterable[Ed25519PublicKey | Signer] = (), accept: Scope = ANY_SCOPE) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._scopes: dict[str, Scope] = {}
+        self.accept = accept  # the applier's own: what it writes, whoever signed
         for key in keys:
             self.add(key)
 
@@ -90,30 +93,50 @@ class TrustStore:
         return cls(public_keys)
 
     @classmethod
-    def load(cls, path: StrPath) -> TrustStore:
+    def load(cls, path: StrPath, accept: Scope = ANY_SCOPE) -> TrustStore:
         """A ``.pub`` file, or a directory whose ``*.pub`` files are all trusted (rotation)."""
         path = Path(path)
         if path.is_dir():
+            refuse_if_writable_by_others(path, path.stat(), "trust directory")
             files = sorted(p for p in path.glob("*.pub") if p.is_file())
             if not files:
                 raise KeyFileError(f"trust directory {path} holds no *.pub files")
         else:
             files = [path]
-        return cls(_trusted_key(file) for file in files)
+        store = cls(accept=accept)
+        for file in files:
+            key, scope = _trusted_key(file)
+            store.add(key, scope)
+        return store
 
     @property
     def key_ids(self) -> frozenset[str]:
         return frozenset(self._keys)
 
-    def add(self, key: Ed25519PublicKey | Signer) -> str:
-        """Trust one more key; returns its key id."""
+    def add(self, key: Ed25519PublicKey | Signer, scope: Scope = ANY_SCOPE) -> str:
+        """Trust one more key, for what ``scope`` allows; returns its key id."""
         if isinstance(key, Signer):
             key = key.public_key
         if not isinstance(key, Ed25519PublicKey):
             raise TypeError(f"expected an Ed25519 public key or a Signer, got {type(key).__name__}")
         kid = key_id_of(key)
         self._keys[kid] = key
+        self._scopes[kid] = scope
         return kid
+
+    def authorize(self, key_id: str, table: str, origin: str) -> None:
+        """Raise :class:`RouteRefusedError` unless key ``key_id`` and this applier may carry this batch.
+
+        Call only after :meth:`verify`: ``table`` and ``origin`` are the signed ones.
+        """
+        why = self._scopes.get(key_id, Scope(frozenset(), frozenset())).refusal(table, origin)
+        if why is not None:
+            raise RouteRefusedError(f"key {key_id} may not write here: {why} (its trust entry's allow- lines)")
+        why = self.accept.refusal(table, origin)
+        if why is not None:
+            raise RouteRefusedError(
+                f"envelope signed by key {key_id}, not accepted by this applier: {why} (accept_tables / accept_origins)"
+            )
 
     def verify(self, key_id: str, data: Buffer, signature: Buffer) -> None:
         """Raise :class:`SignatureError` unless ``signature`` is ``key_id``'s over ``data``."""
@@ -150,25 +173,49 @@ def keygen(out_dir: StrPath) -> tuple[Path, Path]:
     return key_path, pub_path
 
 
-def _read(path: Path, what: str) -> tuple[bytes, int]:
-    """File contents and mode, both from one open file (no check-then-open race)."""
+def _read(path: Path, what: str) -> tuple[bytes, os.stat_result]:
+    """File contents and status, both from one open file (no check-then-open race)."""
     try:
         with open(path, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise KeyFileError(f"{what} {path} is not a regular file")
-            return fh.read(), mode
+            return fh.read(), st
     except FileNotFoundError:
         raise KeyFileError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
 
-def _refuse_if_exposed(path: Path, mode: int) -> None:
-    if os.name == "posix" and mode & 0o077:
+def _refuse_if_exposed(path: Path, st: os.stat_result) -> None:
+    if os.name != "posix":
+        return
+    if st.st_mode & 0o077:
         raise KeyFileError(
-            f"private key {path} has mode {stat.S_IMODE(mode):04o}, accessible by group or others; "
+            f"private key {path} has mode {stat.S_IMODE(st.st_mode):04o}, accessible by group or others; "
             f"run `chmod 600 {path}`"
+        )
+    # Like ssh: a key someone else owns may have been planted, or read by its owner at will.
+    if st.st_uid != os.geteuid():
+        raise KeyFileError(
+            f"private key {path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}); "
+            f"run `chown {os.geteuid()} {path}`"
+        )
+
+
+def refuse_if_writable_by_others(path: Path, st: os.stat_result, what: str) -> None:
+    """ssh's StrictModes for what decides trust: whoever can write it can add a trusted key."""
+    if os.name != "posix":
+        return
+    if st.st_mode & 0o022:
+        raise KeyFileError(
+            f"{what} {path} has mode {stat.S_IMODE(st.st_mode):04o}, writable by group or others, who could "
+            f"add a trusted key; run `chmod go-w {path}`"
+        )
+    if st.st_uid not in (0, os.geteuid()):
+        raise KeyFileError(
+            f"{what} {path} is owned by uid {st.st_uid}, neither this user (uid {os.geteuid()}) nor root, "
+            f"who could add a trusted key; run `chown {os.geteuid()} {path}`"
         )
 
 
@@ -188,17 +235,19 @@ def _private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _trusted_key(path: Path) -> Ed25519PublicKey:
-    data, mode = _read(path, "trusted key")
+def _trusted_key(path: Path) -> tuple[Ed25519PublicKey, Scope]:
+    data, st = _read(path, "trusted key")
     if b"PRIVATE KEY-----" in data:
         # Pointing trust at the signing key is convenient for one-region tests, but it
         # must not turn a sloppy private key file into an accepted one.
-        _refuse_if_exposed(path, mode)
-        return _private_key(data, path).public_key()
+        _refuse_if_exposed(path, st)
+        return _private_key(data, path).public_key(), ANY_SCOPE
+    refuse_if_writable_by_others(path, st, "trusted key")
+    data, scope = split_pub(data, path)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"trusted key {path} is not a PEM public key ({exc})") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"trusted key {path} is a {_kind(key)} key; ddb-bridge verifies Ed25519 only")
-    return key
+    return key, scope

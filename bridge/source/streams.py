@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.aws import Backoff, ErrorClass, classify, describe
 from bridge.errors import ConfigError, DataLossError, SourceError, SystemicError
-from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence
+from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence, sortable_sequence
 
 __all__ = ["ShardRead", "StreamReader"]
 
@@ -196,7 +196,9 @@ class StreamReader:
             shard_id = str(info["ShardId"])
             ids.add(shard_id)
             if shard_id not in self._shards:
-                closed = "EndingSequenceNumber" in (info.get("SequenceNumberRange") or {})
+                span = info.get("SequenceNumberRange") or {}
+                self._refuse_foreign_position(shard_id, span)
+                closed = "EndingSequenceNumber" in span
                 self._shards[shard_id] = self._new_shard(shard_id, info.get("ParentShardId"), closed)
         if not self._discovered:
             self._check_vanished(ids)
@@ -204,6 +206,26 @@ class StreamReader:
         # Shards that left the description (older than 24 h) are forgotten once we are done with them.
         for shard_id in [s for s, shard in self._shards.items() if s not in ids and shard.done]:
             del self._shards[shard_id]
+
+    def _refuse_foreign_position(self, shard_id: str, span: Mapping[str, Any]) -> None:
+        """A stored position outside its shard's sequence range was not written for this shard: resuming
+        there would skip (or invent) records, so refuse it rather than guess."""
+        stored = self._stored.get(shard_id)
+        seq = stored.sequence_number if stored is not None else None
+        first, last = span.get("StartingSequenceNumber"), span.get("EndingSequenceNumber")
+        if seq is None or first is None:
+            return
+        try:
+            at = sortable_sequence(seq)
+            outside = at < sortable_sequence(str(first)) or (last is not None and at > sortable_sequence(str(last)))
+        except ValueError:  # not a sequence number at all
+            outside = True
+        if outside:
+            raise ConfigError(
+                f"checkpoint for stream {self._arn} shard {shard_id}: sequence number {seq} lies outside the "
+                f"shard's range {first}..{last or '(open)'}: the store belongs to another stream or was altered; "
+                "restore it, or start over with --reset-checkpoint"
+            )
 
     def _new_shard(self, shard_id: str, parent_id: str | None, closed: bool) -> _Shard:
         shard = _Shard(shard_id, parent_id)
@@ -222,6 +244,12 @@ class StreamReader:
             else:
                 shard.latest = True
                 self._store.save(self._arn, shard_id, None)
+                log.warning(
+                    "stream %s shard %s: no checkpoint and start position latest: the changes already in this "
+                    "shard (up to 24 hours of them) will not be shipped; only changes from now on",
+                    self._arn,
+                    shard_id,
+                )
         return shard
 
     def _check_vanished(self, listed: set[str]) -> None:

@@ -12,6 +12,7 @@ StreamReader` leaves for a shard it started at LATEST (nothing confirmed yet).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -25,6 +26,14 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from bridge.errors import ConfigError, SourceError
+from bridge.state.integrity import (
+    FORMAT,
+    RESET_HINT,
+    checksum,
+    move_aside,
+    refuse_tableless,
+    refuse_unusable_file,
+)
 
 __all__ = [
     "Checkpoint",
@@ -35,6 +44,8 @@ __all__ = [
     "open_checkpoint_store",
     "sortable_sequence",
 ]
+
+log = logging.getLogger(__name__)
 
 SEQ_DIGITS = 40
 LONG_SEQ_DIGITS = 129  # Kinesis Data Streams: 0|[1-9][0-9]{0,128}
@@ -83,34 +94,82 @@ class SqliteCheckpointStore:
     """Embedded default: one SQLite file in WAL mode, ``synchronous=FULL`` so a save survives SIGKILL and
     power loss once it returns."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, reset: bool = False) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()  # confirm() may come from a transport callback thread
+        if reset:
+            move_aside(self.path)
+        existed = refuse_unusable_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE) so read-merge-write is atomic.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            if existed:
+                refuse_tableless(self._db, self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS checkpoints ("
                 " stream_id TEXT NOT NULL, shard_id TEXT NOT NULL, sequence_number TEXT,"
-                " finished INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,"
+                " finished INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL, checksum TEXT,"
                 " PRIMARY KEY (stream_id, shard_id))"
             )
-        except (OSError, sqlite3.Error) as exc:
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"checkpoint store {self.path}: cannot open: {exc}; {RESET_HINT}") from exc
+        except OSError as exc:
             raise ConfigError(f"checkpoint store {self.path}: cannot open: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """A store without the meta table was written before checksums: seal its rows once, as they are."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None:
+                columns = {c[1] for c in self._db.execute("PRAGMA table_info(checkpoints)")}
+                if "checksum" not in columns:
+                    self._db.execute("ALTER TABLE checkpoints ADD COLUMN checksum TEXT")
+                rows = self._db.execute(
+                    "SELECT stream_id, shard_id, sequence_number, finished FROM checkpoints WHERE checksum IS NULL"
+                ).fetchall()
+                for sid, shard, seq, fin in rows:
+                    self._db.execute(
+                        "UPDATE checkpoints SET checksum = ? WHERE stream_id = ? AND shard_id = ?",
+                        (checksum(sid, shard, seq, bool(fin)), sid, shard),
+                    )
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (FORMAT,))
+                if rows:
+                    log.warning(
+                        "checkpoint store %s: %d checkpoints written by an earlier version, without checksums, "
+                        "were taken as they are and sealed with checksums",
+                        self.path,
+                        len(rows),
+                    )
+            elif row[0] != FORMAT:
+                raise ConfigError(f"checkpoint store {self.path} has format {row[0]!r}; this version reads {FORMAT!r}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
 
     def load(self, stream_id: str) -> dict[str, Checkpoint]:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT shard_id, sequence_number, finished FROM checkpoints WHERE stream_id = ?",
+                    "SELECT shard_id, sequence_number, finished, checksum FROM checkpoints WHERE stream_id = ?",
                     (stream_id,),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise SourceError(f"checkpoint store {self.path}: cannot read: {exc}") from exc
-        return {shard: Checkpoint(seq, bool(fin)) for shard, seq, fin in rows}
+        for shard, seq, fin, stored in rows:
+            if stored != checksum(stream_id, shard, seq, bool(fin)):
+                raise ConfigError(
+                    f"checkpoint store {self.path}: shard {shard}'s checkpoint (sequence number {seq}, "
+                    f"finished {bool(fin)}) does not match its checksum: it was altered or corrupted; {RESET_HINT}"
+                )
+        return {shard: Checkpoint(seq, bool(fin)) for shard, seq, fin, _ in rows}
 
     def save(self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False) -> None:
         if sequence_number is not None:
@@ -119,19 +178,26 @@ class SqliteCheckpointStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 row = self._db.execute(
-                    "SELECT sequence_number, finished FROM checkpoints WHERE stream_id = ? AND shard_id = ?",
+                    "SELECT sequence_number, finished, checksum FROM checkpoints WHERE stream_id = ? AND shard_id = ?",
                     (stream_id, shard_id),
                 ).fetchone()
                 old_seq, old_finished = (row[0], bool(row[1])) if row else (None, False)
+                if row is not None and row[2] != checksum(stream_id, shard_id, old_seq, old_finished):
+                    # Merging with it would seal an altered position as ours.
+                    self._db.execute("ROLLBACK")
+                    raise ConfigError(
+                        f"checkpoint store {self.path}: shard {shard_id}'s checkpoint (sequence number {old_seq}) "
+                        f"no longer matches its checksum: it was altered while running; {RESET_HINT}"
+                    )
                 seq = later_sequence(old_seq, sequence_number)
                 done = old_finished or finished
                 if row is None or (seq, done) != (old_seq, old_finished):
                     self._db.execute(
-                        "INSERT INTO checkpoints (stream_id, shard_id, sequence_number, finished, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream_id, shard_id) DO UPDATE SET"
+                        "INSERT INTO checkpoints (stream_id, shard_id, sequence_number, finished, updated_at,"
+                        " checksum) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, shard_id) DO UPDATE SET"
                         " sequence_number = excluded.sequence_number, finished = excluded.finished,"
-                        " updated_at = excluded.updated_at",
-                        (stream_id, shard_id, seq, int(done), time.time()),
+                        " updated_at = excluded.updated_at, checksum = excluded.checksum",
+                        (stream_id, shard_id, seq, int(done), time.time(), checksum(stream_id, shard_id, seq, done)),
                     )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -258,8 +324,13 @@ class DynamoDBCheckpointStore:
         """The client belongs to the caller; nothing to release."""
 
 
-def open_checkpoint_store(spec: str, dynamodb_client_factory: Callable[[], Any] | None = None) -> CheckpointStore:
-    """``dynamodb://TABLE`` -> :class:`DynamoDBCheckpointStore`; a path -> :class:`SqliteCheckpointStore`."""
+def open_checkpoint_store(
+    spec: str, dynamodb_client_factory: Callable[[], Any] | None = None, *, reset: bool = False
+) -> CheckpointStore:
+    """``dynamodb://TABLE`` -> :class:`DynamoDBCheckpointStore`; a path -> :class:`SqliteCheckpointStore`.
+
+    ``reset``: start over; a file store is moved aside (kept), never read.
+    """
     spec = spec.strip()
     if not spec:
         raise ConfigError("checkpoint store is empty: give a file path or dynamodb://TABLE")
@@ -269,10 +340,14 @@ def open_checkpoint_store(spec: str, dynamodb_client_factory: Callable[[], Any] 
             raise ConfigError(f"checkpoint store {spec!r}: table name must be 3-255 characters of A-Z a-z 0-9 _ . -")
         if dynamodb_client_factory is None:
             raise ConfigError(f"checkpoint store {spec!r} needs DynamoDB access, but no DynamoDB client is configured")
+        if reset:
+            raise ConfigError(
+                f"--reset-checkpoint works on a file store; for {spec!r} give a new table name or delete its items"
+            )
         return DynamoDBCheckpointStore(dynamodb_client_factory(), table)
     if "://" in spec:
         raise ConfigError(f"checkpoint store {spec!r}: unknown scheme; use a file path or dynamodb://TABLE")
-    return SqliteCheckpointStore(spec)
+    return SqliteCheckpointStore(spec, reset=reset)
 
 
 def _code(exc: ClientError) -> str:

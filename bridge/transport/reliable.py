@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from bridge.errors import BridgeError, RecoverableTransportError, TransportError
+from bridge.errors import BridgeError, MessageTooLargeError, RecoverableTransportError, TransportError
+from bridge.observe.health import Health
 from bridge.transport import Delivery, OutgoingMessage, Transport, check_sizes
 from bridge.transport.backoff import Backoff
 
@@ -38,6 +39,8 @@ class ReliableTransport:
         backoff: Backoff = Backoff(),
         stop: threading.Event | None = None,
         sleep: Callable[[float], object] | None = None,
+        health: Health | None = None,
+        link: str | None = None,
     ) -> None:
         self.transport = transport
         self.backoff = backoff
@@ -47,6 +50,10 @@ class ReliableTransport:
         self.reconnects = 0
         self.unreachable_since: float | None = None  # wall clock of the first failure of an outage
         self._outage_started = 0.0
+        # Readiness: down from the first failed call until one succeeds again.
+        self.health = health
+        self.link = link or transport.url.redacted()
+        self._down = False
 
     @property
     def max_message_bytes(self) -> int:
@@ -63,6 +70,7 @@ class ReliableTransport:
                 result = fn()
             except recoverable as exc:
                 self._outage(what, exc)
+                self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
                 if self.backoff.exhausted(attempt):
                     raise RecoverableTransportError(
                         f"{what} on {self.transport.url.redacted()} failed {attempt} times: {exc}"
@@ -74,15 +82,27 @@ class ReliableTransport:
                 self._safe_close()
                 self.reconnects += 1
                 self._sleep(delay)
-            except BridgeError:
+            except BridgeError as exc:
+                if isinstance(exc, TransportError) and not isinstance(exc, MessageTooLargeError):
+                    self._link_down(str(exc))
                 raise
             except Exception as exc:
+                self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
                 raise TransportError(
                     f"{what} on {self.transport.url.redacted()} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             else:
+                if self._down:
+                    self._down = False
+                    if self.health is not None:
+                        self.health.link_up(self.link)
                 self._reachable()
                 return result
+
+    def _link_down(self, reason: str) -> None:
+        self._down = True
+        if self.health is not None:
+            self.health.link_down(self.link, reason)
 
     @property
     def _broker(self) -> str:

@@ -50,6 +50,8 @@ def _recoverable_errors() -> tuple[type[BaseException], ...]:
 RECOVERABLE = _recoverable_errors()
 # OSError subclasses that reconnecting will not fix: a certificate the CA does not sign.
 FATAL: tuple[type[BaseException], ...] = (ssl.SSLCertVerificationError,)
+# TLS failures that a link cut mid-handshake also causes: the only ones worth retrying forever.
+_TLS_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
 LIBRARY_ERRORS = (amqp.exceptions.AMQPError, kombu.exceptions.KombuError)
 
 
@@ -148,6 +150,18 @@ class Link:
                 reraise_as_library_errors=False,
             )
             channel = self._setup(conn)
+        except ssl.SSLError as exc:
+            with contextlib.suppress(Exception):
+                conn.collect()
+            if isinstance(exc, (*FATAL, *_TLS_CUT)):
+                raise
+            # A protocol mismatch (amqps:// at a plaintext port, no common TLS version) fails the
+            # same way on every attempt: after kombu's short retry, stop instead of retrying forever.
+            raise TransportError(
+                f"{self.role} cannot connect to {self.settings.where}: TLS handshake failed "
+                f"{CONNECT_RETRIES + 1} times ({exc}); does that port speak TLS (RabbitMQ's TLS listener is "
+                "usually 5671, plain AMQP 5672) and do both sides allow a common TLS version?"
+            ) from exc
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.collect()

@@ -18,6 +18,7 @@ from bridge.transport import TransportURL
 from bridge.transport.params import TLS_PARAMS, Tls, UrlParams
 
 KNOWN_PARAMS = frozenset({"queue", "prefetch", "heartbeat", "connect_timeout", "confirm_timeout", *TLS_PARAMS})
+DEFAULT_HEARTBEAT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class AmqpSettings:
     queue: str
     ssl: dict[str, Any] | bool
     prefetch: int = 64
-    # 0 disables heartbeats (kombu's default). With heartbeats on, the caller must come
-    # back (publish/receive/ack) within 2 x heartbeat seconds or the broker drops us.
-    heartbeat: float = 0.0
+    # On by default: a link that dies silently (a middlebox or TLS terminator whose far side
+    # is gone) carries nothing and closes nothing, and only heartbeats notice. A consumer
+    # notices within 2 x heartbeat (+ heartbeat/4 between checks); the caller must come back
+    # (publish/receive/ack) within about 2 x heartbeat or the broker drops us (a harmless
+    # reconnect + redelivery). 0 turns them off.
+    heartbeat: float = DEFAULT_HEARTBEAT_S
     connect_timeout: float = 10.0
     # Longest wait for publisher confirms; also bounds every blocking socket read/write.
     confirm_timeout: float = 30.0
@@ -46,7 +50,7 @@ class AmqpSettings:
             queue=params.text("queue", required="add ?queue=NAME"),
             ssl=_ssl_options(params.tls(("amqps",))),
             prefetch=params.number("prefetch", 64, int, minimum=1),
-            heartbeat=params.number("heartbeat", 0.0, float, minimum=0),
+            heartbeat=params.number("heartbeat", DEFAULT_HEARTBEAT_S, float, minimum=0),
             connect_timeout=params.number("connect_timeout", 10.0, float, minimum=0.001),
             confirm_timeout=params.number("confirm_timeout", 30.0, float, minimum=0.001),
         )

@@ -56,6 +56,7 @@ def target_setup(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path)
         target_region="us-west-2",
         target_endpoint=moto_endpoint,
         trusted_keys=tmp_path / "trusted",
+        accept_tables=["users"],  # the envelopes above come from a table named users
         transport=f"{amqp_url}?queue={unique}",
         quarantine_dir=tmp_path / "q",
     )

@@ -58,6 +58,7 @@ def bridge_setup(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path)
         "target_region": "us-west-2",
         "target_endpoint": moto_endpoint,
         "trusted_keys": str(trusted),
+        "accept_tables": ["users"],  # the test envelopes come from a table named users
         "transport": f"{amqp_url}?queue={unique}",
         "quarantine_dir": str(tmp_path / "q"),
         "retry_max_attempts": 1,

@@ -90,12 +90,12 @@ def test_poison_change_is_parked_after_n_attempts_while_good_changes_around_it_a
 
     assert records_on(cfg.transport + ".dlq") == []  # nothing left retrying
     parked = {r.error: r for r in records_on(cfg.transport + ".dlq.parked")}
-    assert set(parked) == {"TransientApplyError", "PermanentApplyError"}
-    throttled, too_big = parked["TransientApplyError"], parked["PermanentApplyError"]
+    assert set(parked) == {"TransientApplyError", "ItemTooLargeError"}  # a permanent error with its own reason
+    throttled, too_big = parked["TransientApplyError"], parked["ItemTooLargeError"]
     assert throttled.state is State.PARKED and throttled.attempts == attempts
     assert f"gave up after {attempts} attempt(s)" in throttled.message
     assert "ProvisionedThroughputExceededException" in throttled.message
-    assert too_big.attempts == 1 and "Item size" in too_big.message
+    assert too_big.attempts == 1 and "item limit" in too_big.message
     for record in (throttled, too_big):  # each names its one change in the signed envelope it came in
         assert record.kind is Kind.CHANGES and record.envelope_id == "env100" and record.payload == bodies[1]
     assert (throttled.changes, too_big.changes) == ((50,), (51,))
