@@ -7,6 +7,7 @@ every problem is reported naming the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -42,6 +43,15 @@ class _Common(BaseModel):
     aws_connect_timeout: float = Field(5.0, gt=0, description="seconds to open a connection to an AWS endpoint")
     aws_read_timeout: float = Field(30.0, gt=0, description="seconds to wait for an AWS response")
     aws_max_attempts: int = Field(10, ge=1, le=100, description="attempts per AWS call (botocore adaptive retries)")
+    # What an operator sees (docs/metrics.md).
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /metrics, /healthz and /readyz on this port (0: any free port)"
+    )
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="address the metrics port binds to")
+    metrics: Literal["none", "emf"] = Field(
+        "none", description="emf: also write the metrics as CloudWatch EMF lines to stdout"
+    )
+    metrics_interval: float = Field(60.0, gt=0, le=3600, description="seconds between two EMF line sets")
 
     @field_validator("transport", "dead_letter")
     @classmethod
@@ -163,6 +173,10 @@ class ApplyConfig(_Common):
     retry_max_age: float = Field(86_400, gt=0, description="seconds after the first failure a change is parked")
     retry_initial_delay: float = Field(10, gt=0, description="seconds before the first re-attempt (then doubling)")
     retry_max_delay: float = Field(900, gt=0, description="longest wait between two re-attempts, seconds")
+    status_file: Path | None = Field(
+        Path("bridge-apply-status.json"),
+        description="where the last applied change and its lag are kept for `bridge status` (null: nowhere)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -212,6 +226,9 @@ def redact_userinfo(text: str) -> str:
     return _USERINFO.sub(r"\1:***@", text)
 
 
+_ALL_SETTINGS = frozenset(PublishConfig.model_fields) | frozenset(ApplyConfig.model_fields)
+
+
 def load(
     model: type[M], path: str | Path | None, overrides: dict[str, Any], environ: dict[str, str] | None = None
 ) -> M:
@@ -233,6 +250,23 @@ def load(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+
+
+def kind_of(path: Path) -> Literal["publish", "apply"]:
+    """Which daemon a config file is for, by its table key; a misspelt one is named with a suggestion."""
+    data = read_yaml(path)
+    if "source_table" in data:
+        return "publish"
+    if "target_table" in data:
+        return "apply"
+    hints = [f"{key}: unknown setting{_did_you_mean(key)}" for key in data if key not in _ALL_SETTINGS]
+    problem = "; ".join(hints) if hints else "neither source_table (publish) nor target_table (apply) is set"
+    raise ConfigError(f"{path}: cannot tell publish from apply config: {problem}")
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(_ALL_SETTINGS), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -258,7 +292,7 @@ def _describe(exc: ValidationError, path: str | Path | None) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown setting"
+            msg = "unknown setting" + _did_you_mean(key)
         elif err["type"] == "missing":
             msg = f"required (set it in the file, as {ENV_PREFIX}{key.upper()}, or as --{key.replace('_', '-')})"
         problems.append(f"{key}: {msg}")

@@ -19,6 +19,7 @@ prints a handled error as one line and exits with its ``exit_code``::
     │   │                                     key schema, expired credentials): the line pauses
     │   └── PausedTooLongError       exit 9   paused longer than --max-paused: a supervisor's turn
     ├── DeadLetteredError            exit 10  an --until-idle run parked or quarantined something
+    ├── BehindError                  exit 12  `bridge status`: behind its threshold, or dead letters wait
     ├── RecordError                           one stream record cannot become a Change
     ├── DecodeError                           bytes are not a valid envelope (keeps .raw)
     │   ├── UnsupportedVersionError           envelope version this build does not know
@@ -122,6 +123,13 @@ class DeadLetteredError(BridgeError):
 
     exit_code = 10
     needs_operator = True
+
+
+class BehindError(BridgeError):
+    """``bridge status`` found the line behind its threshold, or dead letters waiting."""
+
+    exit_code = 12
+    daemon = False  # only a one-shot command exits with it: no supervisor restart question
 
 
 class RecordError(BridgeError):

@@ -36,12 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def _transports(
-    url: str, dead_letter: str | None, role: str, stop: threading.Event
+    url: str, dead_letter: str | None, role: str, stop: threading.Event, health: Health | None = None
 ) -> tuple[ReliableTransport, ReliableTransport]:
     main = open_transport(url, role)
     dlq_url = TransportURL.parse(dead_letter) if dead_letter else main.dead_letter_url()
     dlq = open_transport(dlq_url, "dlq")
-    return ReliableTransport(main, stop=stop), ReliableTransport(dlq, stop=stop)
+    reliable = ReliableTransport(main, stop=stop), ReliableTransport(dlq, stop=stop)
+    for transport in reliable:
+        transport.health = health
+    return reliable
 
 
 def aws_side(cfg: PublishConfig | ApplyConfig, which: str, **extra: Any) -> AwsSide:
@@ -93,6 +96,7 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 def build_publisher(
     cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
 ) -> Publisher:
+    health = Health()
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
@@ -100,7 +104,7 @@ def build_publisher(
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
     )
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop)
+    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop, health)
     guard = None
     if cfg.active_active:
         # The same table bridge-apply writes to: its tombstones tell our deletes from the application's.
@@ -124,7 +128,7 @@ def build_publisher(
         stop=stop,
         guard=guard,
         ttl_deletes=cfg.ttl_deletes,
-        health=Health(),
+        health=health,
         max_paused=cfg.max_paused,
     )
 
@@ -153,9 +157,10 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
 
 
 def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+    health = Health()
     trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     target = open_target(cfg)
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop)
+    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop, health)
     return Applier(
         transport,
         target,
@@ -167,7 +172,7 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         stop=stop,
         transient_retries=cfg.transient_retries,
         retry_policy=retry_policy(cfg),
-        health=Health(),
+        health=health,
         max_paused=cfg.max_paused,
     )
 

@@ -34,13 +34,15 @@ from bridge.errors import (
     SystemicError,
     TransientApplyError,
 )
-from bridge.observe import Health
+from bridge.observe import Health, metrics
 from bridge.observe.pause import Pause
 from bridge.transport import Delivery
 from bridge.transport.reliable import Backoff, ReliableTransport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# One turn may apply a whole prefetch of large envelopes against a slow or throttled table: minutes.
+LOOP_MAX_INTERVAL_S = 300.0
 
 
 @dataclass
@@ -119,15 +121,18 @@ class ChangeApplier:
                 try:
                     outcome = self._apply_one(change)
                 except TransientApplyError as exc:
+                    metrics.aws_error("target", exc)
                     if attempt <= self.transient_retries and not self.stop.is_set():
                         self.count("retries")
                         time.sleep(self.backoff.delay(attempt))
                         continue
                     failures.append(Failed(tag, change, exc, attempt))
                 except ApplyError as exc:
+                    metrics.aws_error("target", exc)
                     failures.append(Failed(tag, change, exc, attempt))
                 else:
                     self.count(outcome_counter(outcome))
+                    metrics.change_applied(self.target.table, change.version.origin, change.version.ts_us, outcome)
                     if self.on_applied is not None:
                         self.on_applied(change, outcome)
                 break
@@ -175,6 +180,10 @@ class Applier:
         health: Health | None = None,
         max_paused: float | None = None,
     ) -> None:
+        self.health = health or Health()
+        self.health.register_loop("apply", max_interval_s=LOOP_MAX_INTERVAL_S)
+        self._metrics = metrics.apply_mirror(target.table)
+        self.received_bytes = 0
         self.source = source
         self.target = target
         self.trust = trust
@@ -215,6 +224,7 @@ class Applier:
         try:
             while not self.stop.is_set():
                 self.health.beat("apply")
+                self.sync_metrics()
                 if self.pause.held:
                     # Paused is never idle: --until-idle must not report a stopped line as drained.
                     last_activity = time.monotonic()
@@ -258,8 +268,15 @@ class Applier:
                     break
         finally:
             self.changes.shutdown()
-        log.info("apply totals: %s", ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items() if v))
+            self.sync_metrics()
+        counted = ", ".join(f"{k} {v}" for k, v in self.stats.as_dict().items() if v)
+        log.info("apply totals: %s", counted or "nothing received")
         return self.stats
+
+    def sync_metrics(self) -> None:
+        self._metrics.sync(
+            {**self.stats.as_dict(), "echoes": self.target.echoes, "received_bytes": self.received_bytes}
+        )
 
     def close(self) -> None:
         self.source.close()
@@ -281,6 +298,7 @@ class Applier:
         records: list[FailureRecord] = []
         in_flight: set[str] = set()
         for delivery in deliveries:
+            self.received_bytes += len(delivery.body)
             batch = self._decode(delivery, in_flight, records)
             if batch is not None:
                 in_flight.add(batch.envelope_id)

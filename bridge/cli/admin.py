@@ -14,8 +14,7 @@ from rich.table import Table
 from bridge import __version__, config
 from bridge.cli.common import handled
 from bridge.cli.dlq import dlq
-from bridge.errors import ConfigError
-from bridge.transport import redact
+from bridge.errors import BridgeError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,23 +96,33 @@ def plugins(as_json: bool) -> None:
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--kind", type=click.Choice(["auto", "publish", "apply"]), default="auto", show_default=True)
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="also load the transport plugin, check the key file, connect to the broker and describe the tables",
+)
 @handled
-def check_config(path: str, kind: str) -> None:
-    """Validate a publish or apply config file (kind guessed from its keys)."""
+def check_config(path: str, kind: str, connect: bool) -> None:
+    """Validate a publish or apply config file (kind guessed from its keys); print every effective setting."""
+    from bridge.cli.checks import connect_checks, effective_settings
+
     if kind == "auto":
-        data = config.read_yaml(Path(path))
-        if "source_table" in data:
-            kind = "publish"
-        elif "target_table" in data:
-            kind = "apply"
-        else:
-            raise ConfigError(f"{path}: cannot tell publish from apply config (no source_table/target_table)")
-    model = config.PublishConfig if kind == "publish" else config.ApplyConfig
-    cfg = config.load(model, path, {})
+        kind = config.kind_of(Path(path))
+    cfg: config.PublishConfig | config.ApplyConfig = (
+        config.load(config.PublishConfig, path, {}) if kind == "publish" else config.load(config.ApplyConfig, path, {})
+    )
     click.echo(f"{path}: valid {kind} configuration")
-    for key, value in cfg.model_dump(mode="json").items():
-        shown = redact(value) if isinstance(value, str) and "://" in value else value
-        click.echo(f"  {key}: {shown}")  # never print a broker password
+    for key, shown in effective_settings(cfg).items():
+        click.echo(f"  {key}: {shown}")
+    if connect:
+        for what, check in connect_checks(cfg):
+            click.echo(f"{what}: ", nl=False)
+            try:
+                found = check()
+            except BridgeError as exc:
+                click.echo(f"FAILED ({type(exc).__name__})")
+                raise  # one line on stderr, and the exit code of what failed (3 key file, 5 broker, ...)
+            click.echo(f"ok, {found}")
 
 
 main.add_command(dlq)
@@ -123,6 +132,9 @@ main.add_command(verify)
 from bridge.cli.bench import bench  # noqa: E402 - registered last, beside its command
 
 main.add_command(bench)
+from bridge.cli.status import status  # noqa: E402 - registered last, beside its command
+
+main.add_command(status)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import orjson
 
 from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
+from bridge.cli.observing import observing
 from bridge.cli.options import settings_options
 from bridge.errors import DeadLetteredError
 from bridge.wiring import build_applier
@@ -27,8 +28,10 @@ def main(config_file: str | None, **flags: Any) -> None:
     stop = stop_on_signals()
     applier = build_applier(cfg, stop)
     log.info("applying to %s from %s", cfg.target_table, applier.source.transport.url.redacted())
+    replica = cfg.origin or cfg.target_region
     try:
-        stats = applier.run(until_idle=cfg.until_idle)
+        with observing(cfg, applier.health, "apply", cfg.target_table, replica):
+            stats = applier.run(until_idle=cfg.until_idle)
     finally:
         applier.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import click
@@ -38,7 +39,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "time": self.formatTime(record),
+            # ISO-8601 with the zone, in UTC: log shippers parse it without guessing the host's zone.
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -70,3 +72,30 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
     return stop
+
+
+def aws_side_options(side: str, shared: bool = True) -> Callable[[F], F]:
+    """The flags saying how to reach AWS for one side (``source`` or ``target``); ``shared``: with the
+    ``--aws-*`` timeouts both sides share (a command taking both sides adds those once)."""
+    options = [
+        click.option(f"--{side}-role-arn", help=f"IAM role to assume (STS) for the {side} side"),
+        click.option(f"--{side}-external-id", help=f"external id for assuming --{side}-role-arn"),
+        click.option(f"--{side}-proxy", help=f"HTTP(S) proxy URL for the {side} side's AWS calls"),
+        click.option(f"--{side}-ssm-access-key-param", help=f"SSM parameter holding the {side} side's access key id"),
+        click.option(f"--{side}-ssm-secret-key-param", help=f"SSM parameter holding the {side} side's secret key"),
+        click.option(
+            f"--{side}-ssm-region", help="region of those SSM parameters (read with this machine's credentials)"
+        ),
+        click.option("--aws-connect-timeout", type=float, help="seconds to connect to an AWS endpoint (default 5)"),
+        click.option("--aws-read-timeout", type=float, help="seconds to wait for an AWS response (default 30)"),
+        click.option("--aws-max-attempts", type=int, help="attempts per AWS call, adaptive retry mode (default 10)"),
+    ]
+    if not shared:
+        options = options[:-3]
+
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate

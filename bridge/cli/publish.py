@@ -11,6 +11,7 @@ import orjson
 
 from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
+from bridge.cli.observing import observing
 from bridge.cli.options import settings_options
 from bridge.copy.bootstrap import run_alongside
 from bridge.errors import DeadLetteredError
@@ -43,10 +44,11 @@ def main(config_file: str | None, reset_checkpoint: bool, **flags: Any) -> None:
         publisher.sender.transport.transport.url.redacted(),
     )
     try:
-        if bootstrap is None:
-            stats = publisher.run(until_idle=cfg.until_idle)
-        else:
-            stats, _ = run_alongside(publisher, bootstrap, cfg.until_idle, stop)
+        with observing(cfg, publisher.health, "publish", cfg.source_table, cfg.origin_id):
+            if bootstrap is None:
+                stats = publisher.run(until_idle=cfg.until_idle)
+            else:
+                stats, _ = run_alongside(publisher, bootstrap, cfg.until_idle, stop)
     finally:
         publisher.close()
     log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())

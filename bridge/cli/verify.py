@@ -5,25 +5,36 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
-from bridge.aws import AwsSide
-from bridge.cli.common import handled, setup_logging
+from bridge.cli.common import aws_side_options, handled, setup_logging
+from bridge.cli.verify_settings import VerifySettings
 from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
 from bridge.errors import ConfigError
 
 
 @click.command("verify")
-@click.option("--source-table", required=True, help="the replicated table")
-@click.option("--source-region", required=True)
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="bridge-publish's config (the source side, and --repair's settings) and/or bridge-apply's (the target"
+    " side); flags override them",
+)
+@click.option("--source-table", help="the replicated table")
+@click.option("--source-region")
 @click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
 @click.option("--source-profile", help="AWS profile for the source side")
-@click.option("--target-table", required=True, help="the table bridge-apply writes")
-@click.option("--target-region", required=True)
+@aws_side_options("source")
+@click.option("--target-table", help="the table bridge-apply writes")
+@click.option("--target-region")
 @click.option("--target-endpoint", help="endpoint URL override")
 @click.option("--target-profile", help="AWS profile for the target side")
+@aws_side_options("target", shared=False)
 @click.option(
     "--segments", type=click.IntRange(1, 1000), default=4, show_default=True, help="parallel scan segments per table"
 )
@@ -33,7 +44,7 @@ from bridge.errors import ConfigError
     type=click.FloatRange(min=0, min_open=True),
     help="read capacity units per second per table (default: no limit)",
 )
-@click.option("--attribute-prefix", default="_bridge", show_default=True, help="bridge-owned attributes: ignored")
+@click.option("--attribute-prefix", help="bridge-owned attributes, ignored (default _bridge)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout")
 @click.option("--repair", is_flag=True, help="re-publish differing keys through the transport")
 @click.option("--transport", help="--repair: transport URL bridge-apply reads")
@@ -41,7 +52,7 @@ from bridge.errors import ConfigError
 @click.option("--origin", help="--repair: the source's origin name (default: source region)")
 @click.option("--timestamp-attribute", help="--repair: as bridge-publish's setting")
 @click.option("--dead-letter", help="--repair: dead-letter transport URL (default: <queue>.dlq)")
-@click.option("--quarantine-dir", type=click.Path(file_okay=False), default="bridge-quarantine", show_default=True)
+@click.option("--quarantine-dir", type=click.Path(file_okay=False), help="--repair: as bridge-publish's setting")
 @click.option(
     "--repair-wait",
     type=click.FloatRange(min=0),
@@ -57,37 +68,37 @@ from bridge.errors import ConfigError
 )
 @handled
 def verify(
-    source_table: str,
-    source_region: str,
-    source_endpoint: str | None,
-    source_profile: str | None,
-    target_table: str,
-    target_region: str,
-    target_endpoint: str | None,
-    target_profile: str | None,
+    config_files: tuple[str, ...],
     segments: int,
     buckets: int | None,
     rcu: float | None,
-    attribute_prefix: str,
     as_json: bool,
     repair: bool,
-    transport: str | None,
-    signing_key: str | None,
-    origin: str | None,
-    timestamp_attribute: str | None,
-    dead_letter: str | None,
-    quarantine_dir: str,
     repair_wait: float,
     log_level: str,
+    **flags: Any,
 ) -> None:
     """Compare SOURCE and TARGET item by item (bridge attributes aside). Exit 0 when identical,
-    8 when they differ (after --repair: 0 once every difference was repaired and seen applied)."""
+    8 when they differ (after --repair: 0 once every difference was repaired and seen applied).
+
+    Each side is reached as its daemon reaches it (role, external id, SSM-held keys, proxy): give the
+    daemons' config files with --config, or the same flags.
+    """
     setup_logging(log_level.upper())
+    settings = VerifySettings.from_configs(config_files, flags)
+    source_table, target_table = settings.table("source"), settings.table("target")
+    transport, signing_key = settings.get("transport"), settings.get("signing_key")
+    source_region = str(settings.side("source").region)
+    origin = settings.get("origin")
+    timestamp_attribute = settings.get("timestamp_attribute")
+    dead_letter = settings.get("dead_letter")
+    quarantine_dir = settings.get("quarantine_dir") or "bridge-quarantine"
+    attribute_prefix = settings.get("attribute_prefix") or "_bridge"
     if repair and not (transport and signing_key):
         raise ConfigError("--repair needs --transport (the URL bridge-apply reads) and --signing-key")
     stop = threading.Event()
-    source = Side(AwsSide(source_region, source_endpoint, source_profile).client("dynamodb"), source_table, "source")
-    target = Side(AwsSide(target_region, target_endpoint, target_profile).client("dynamodb"), target_table, "target")
+    source = Side(settings.side("source").client("dynamodb"), source_table, "source")
+    target = Side(settings.side("target").client("dynamodb"), target_table, "target")
     verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu, stop=stop)
     result = verifier.run()
     if repair and result.differences:

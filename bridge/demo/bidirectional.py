@@ -21,6 +21,7 @@ from bridge.apply.loop import Applier
 from bridge.aws import AwsSide
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.compare import compare_tables
+from bridge.demo.cleanup import deleting_queues
 from bridge.demo.emulator import moto_server
 from bridge.demo.oneway import DemoResult, default_transport, emulator_credentials, start_thread
 from bridge.demo.workload import create_table
@@ -66,14 +67,19 @@ def run_bidirectional_demo(
 ) -> DemoResult:
     console = console or Console(stderr=True)
     emulator_credentials()
-    with moto_server() as ep_a, moto_server() as ep_b, tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp:
+    # one queue per direction; those the demo named itself are deleted at the end
+    queues = {
+        r: (transport.replace("{region}", r) if transport else default_transport(f"bridge-demo-{r}")) for r in REGIONS
+    }
+    owned = [] if transport else list(queues.values())
+    with (
+        moto_server() as ep_a,
+        moto_server() as ep_b,
+        tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp,
+        deleting_queues(*owned),
+    ):
         work = Path(tmp)
         endpoints = dict(zip(REGIONS, (ep_a, ep_b), strict=True))
-        # one queue per direction
-        queues = {
-            r: (transport.replace("{region}", r) if transport else default_transport(f"bridge-demo-{r}"))
-            for r in REGIONS
-        }
         console.print(
             f"[bold]ddb-bridge demo --bidirectional[/]: {TABLE} in {REGIONS[0]} <-> {REGIONS[1]}, "
             f"both writing {keys} shared keys"

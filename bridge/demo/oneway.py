@@ -26,9 +26,11 @@ from bridge.aws import AwsSide
 from bridge.change import Change, Operation, Outcome
 from bridge.config import ApplyConfig, PublishConfig
 from bridge.copy.compare import compare_tables
+from bridge.demo.cleanup import deleting_queues, describe_queue
 from bridge.demo.emulator import moto_server
 from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
+from bridge.observe.server import MetricsServer
 from bridge.wiring import build_applier, build_publisher
 
 SOURCE_REGION, TARGET_REGION = "cn-north-1", "us-west-2"
@@ -81,16 +83,18 @@ def run_demo(
 ) -> DemoResult:
     console = console or Console(stderr=True)
     emulator_credentials()
+    owned = transport is None  # queues the demo named itself are deleted at the end
+    transport = transport or default_transport("bridge-demo")
     with (
         moto_server() as src_endpoint,
         moto_server() as dst_endpoint,
         tempfile.TemporaryDirectory(prefix="bridge-demo-") as tmp,
+        deleting_queues(transport if owned else None),
     ):
         work = Path(tmp)
-        transport = transport or default_transport("bridge-demo")
         console.print(
             f"[bold]ddb-bridge demo[/]: {TABLE} {SOURCE_REGION} -> {TARGET_REGION} via "
-            f"{transport.split('?')[0].split('://')[0]}://"
+            f"{transport.split('?')[0].split('://')[0]}:// {describe_queue(transport, owned)}"
         )
         src, dst = AwsSide(SOURCE_REGION, src_endpoint), AwsSide(TARGET_REGION, dst_endpoint)
         src_db, dst_db = src.client("dynamodb"), dst.client("dynamodb")
@@ -126,6 +130,8 @@ def run_demo(
         publisher = build_publisher(pcfg, stop_pub, measure_raw=True)
         applier = build_applier(acfg, stop_app, on_applied=on_applied)
         errors: list[BaseException] = []
+        server = MetricsServer(applier.health, "127.0.0.1", 0)
+        console.print(f"metrics while it runs: {server.url}/metrics (probes: /healthz, /readyz)")
         threads = [start_thread(publisher.run, errors, "publish"), start_thread(applier.run, errors, "apply")]
         workload = Workload(seed=seed)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -155,6 +161,7 @@ def run_demo(
         threads[1].join(30)
         publisher.close()
         applier.close()
+        server.close()
         if errors:
             raise errors[0]
         diff = compare_tables(src_db, TABLE, dst_db, TABLE, ("tenant", "user_id"))

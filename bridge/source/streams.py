@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.aws import Backoff, ErrorClass, classify, describe
 from bridge.errors import ConfigError, DataLossError, SourceError, SystemicError
+from bridge.observe import metrics
 from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence, sortable_sequence
 
 __all__ = ["ShardRead", "StreamReader"]
@@ -157,6 +158,7 @@ class StreamReader:
         if sequence_number is None and not ended:
             return
         self._store.save(self._arn, shard_id, sequence_number, finished=ended)
+        metrics.checkpoint_saved(self._arn, shard_id, finished=ended)
         shard = self._shards.get(shard_id)
         if shard is not None:
             shard.checkpoint = later_sequence(shard.checkpoint, sequence_number)
@@ -314,6 +316,7 @@ class StreamReader:
                 f"{_MAX_ITERATOR_RETRIES} attempts (iterators kept expiring or data kept being trimmed)"
             )
         records = list(response.get("Records") or [])
+        metrics.stream_read(self._arn, shard.shard_id, records)
         shard.iterator = response.get("NextShardIterator")
         for record in reversed(records):
             seq = _sequence_number(record)
@@ -385,6 +388,7 @@ class StreamReader:
                 return response
             except (ClientError, BotoCoreError) as exc:
                 code = _code(exc) if isinstance(exc, ClientError) else ""
+                metrics.aws_error("source", exc)
                 if code in passthrough:
                     raise
                 kind = classify(exc)

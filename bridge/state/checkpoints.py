@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +56,8 @@ _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 class Checkpoint:
     sequence_number: str | None  # last confirmed record; None: nothing confirmed
     finished: bool  # the shard was read to its end and everything in it confirmed
+    # epoch seconds of the last save (bridge status); not part of what a checkpoint is
+    updated_at: float | None = field(default=None, compare=False)
 
 
 class CheckpointStore(Protocol):
@@ -158,18 +160,19 @@ class SqliteCheckpointStore:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT shard_id, sequence_number, finished, checksum FROM checkpoints WHERE stream_id = ?",
+                    "SELECT shard_id, sequence_number, finished, checksum, updated_at FROM checkpoints"
+                    " WHERE stream_id = ?",
                     (stream_id,),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise SourceError(f"checkpoint store {self.path}: cannot read: {exc}") from exc
-        for shard, seq, fin, stored in rows:
+        for shard, seq, fin, stored, _ in rows:
             if stored != checksum(stream_id, shard, seq, bool(fin)):
                 raise ConfigError(
                     f"checkpoint store {self.path}: shard {shard}'s checkpoint (sequence number {seq}, "
                     f"finished {bool(fin)}) does not match its checksum: it was altered or corrupted; {RESET_HINT}"
                 )
-        return {shard: Checkpoint(seq, bool(fin)) for shard, seq, fin, _ in rows}
+        return {shard: Checkpoint(seq, bool(fin), at) for shard, seq, fin, _, at in rows}
 
     def save(self, stream_id: str, shard_id: str, sequence_number: str | None, finished: bool = False) -> None:
         if sequence_number is not None:
@@ -276,7 +279,8 @@ class DynamoDBCheckpointStore:
             for item in page.get("Items", []):
                 seq = item.get("sequence_number", {}).get("S")
                 finished = bool(item.get("finished", {}).get("BOOL", False))
-                result[item["shard_id"]["S"]] = Checkpoint(seq, finished)
+                at = item.get("updated_at", {}).get("N")
+                result[item["shard_id"]["S"]] = Checkpoint(seq, finished, float(at) if at else None)
             if "LastEvaluatedKey" not in page:
                 return result
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

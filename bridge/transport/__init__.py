@@ -192,3 +192,7 @@ class Transport(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def depth(self) -> int | None:
+        """Messages waiting to be received (``bridge status``); ``None``: this transport cannot say."""
+        return None

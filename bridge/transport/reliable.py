@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from bridge.errors import BridgeError, MessageTooLargeError, RecoverableTransportError, TransportError
-from bridge.observe.health import Health
+from bridge.observe import Health, metrics
 from bridge.transport import Delivery, OutgoingMessage, Transport, check_sizes
 from bridge.transport.backoff import Backoff
 
@@ -32,6 +32,9 @@ _outages_lock = threading.Lock()
 
 class ReliableTransport:
     """Wraps a :class:`Transport`: retries recoverable errors, maps the rest."""
+
+    #: Told when the link goes down and comes back (readiness); set by :mod:`bridge.wiring`.
+    health: Health | None = None
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class ReliableTransport:
             try:
                 result = fn()
             except recoverable as exc:
+                metrics.transport_error(self.transport.url.scheme, exc, reconnecting=not self.stop.is_set())
                 self._outage(what, exc)
                 self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
                 if self.backoff.exhausted(attempt):
@@ -88,6 +92,7 @@ class ReliableTransport:
                 raise
             except Exception as exc:
                 self._link_down(f"{what} failed: {type(exc).__name__}: {exc}")
+                metrics.transport_error(self.transport.url.scheme, exc, reconnecting=False)
                 raise TransportError(
                     f"{what} on {self.transport.url.redacted()} failed: {type(exc).__name__}: {exc}"
                 ) from exc
@@ -155,6 +160,7 @@ class ReliableTransport:
             self.transport.publish(messages)
 
         self._call("publish", checked)
+        metrics.broker_confirmed(self.transport.url.scheme, len(messages))
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         return self._call("receive", lambda: self.transport.receive(max_messages, timeout))

@@ -117,6 +117,12 @@ class AmqpTransport(Transport):
         self._confirms.attach(channel)
         return channel
 
+    def depth(self) -> int | None:
+        """Messages ready in the queue (delivered but unacked ones not counted), by a passive declare."""
+        with boundary(self._pub, "depth"):
+            declared = self._pub.channel().queue_declare(self.queue, passive=True)
+        return int(declared.message_count)
+
     # -- consuming ----------------------------------------------------------------
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:

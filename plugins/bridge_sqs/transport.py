@@ -272,6 +272,14 @@ class SqsTransport(Transport):
             self._keeper = VisibilityKeeper(self._sqs(), queue_url, self.settings.visibility_timeout, self.where)
         return self._keeper
 
+    def depth(self) -> int | None:
+        """SQS's ``ApproximateNumberOfMessages``: visible messages, an estimate (eventually consistent)."""
+        with aws_boundary("depth", self.where):
+            attributes = self._sqs().get_queue_attributes(
+                QueueUrl=self._queue(), AttributeNames=["ApproximateNumberOfMessages"]
+            )
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
     # -- the queue -------------------------------------------------------------------------------
 
     def _sqs(self) -> Any:

@@ -106,3 +106,24 @@ def test_each_setting_has_one_name_across_yaml_env_and_flag(command: str, model:
     assert from_file.transport == "memory://q"
     result = CliRunner().invoke(cli, ["--config", str(f), "--transport", "memory://", "--log-level", "bogus"])
     assert result.exit_code != 0 and "bogus" in result.output
+
+
+def test_check_config_names_a_misspelt_table_key(tmp_path: Path) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text("source_tabel: t1x\nsource_region: r\ntransport: memory://q\nsigning_key: k\n")
+    result = CliRunner().invoke(admin, ["check-config", str(f)])
+    assert result.exit_code == ConfigError.exit_code
+    assert "source_tabel: unknown setting (did you mean source_table?)" in result.output
+    f.write_text("source_table: t1x\nsource_regoin: r\ntransport: memory://q\nsigning_key: k\n")
+    result = CliRunner().invoke(admin, ["check-config", str(f)])
+    assert "source_regoin: unknown setting (did you mean source_region?)" in result.output
+
+
+def test_check_config_prints_effective_defaults_not_none() -> None:
+    result = CliRunner().invoke(admin, ["check-config", str(ROOT / "config" / "apply.example.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "None" not in result.output
+    assert "  origin: (us-west-2: the target_region)" in result.output
+    assert "  tombstone_table: (users-bridge-tombstones)" in result.output
+    assert "  dead_letter: (amqps://bridge:***@mq.example.com:5671/replication?queue=users.dlq" in result.output
+    assert "  metrics_port: (off: /metrics, /healthz and /readyz not served)" in result.output

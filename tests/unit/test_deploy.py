@@ -56,4 +56,5 @@ def test_readme_exit_code_table_matches_the_error_tree() -> None:
     for cls in error_classes():
         code = str(cls.exit_code)
         assert code in rows, f"README's exit-code table lacks {code} ({cls.__name__})"
-        assert rows[code] == ("no" if cls.needs_operator else "yes"), f"exit {code}: restart column is wrong"
+        expected = "-" if not getattr(cls, "daemon", True) else "no" if cls.needs_operator else "yes"
+        assert rows[code] == expected, f"exit {code}: restart column is wrong"
