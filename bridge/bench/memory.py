@@ -110,6 +110,8 @@ def _sample_apply(bench: Bench, table: str, url: str, public: Path, log: Path, w
         url,
         "--trusted-keys",
         str(public),
+        "--accept-tables",  # the backlog is signed as the scripted source table's
+        "profiles",
         "--quarantine-dir",
         str(bench.workdir / "quarantine"),
         "--log-level",

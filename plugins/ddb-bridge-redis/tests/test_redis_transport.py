@@ -203,7 +203,7 @@ def test_wrong_credentials_are_fatal(base_url: str, unique: str) -> None:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    from tests.test_amqp_transport import make_certificates
+    from tests.certificates import make_certificates
 
     if shutil.which("redis-server") is None:
         support.missing("redis-server (to start a TLS Redis)")

@@ -71,6 +71,8 @@ def apply_args(endpoint: str, table: str, url: str, trusted: Path, tmp_path: Pat
         str(tmp_path / "q"),
         "--transient-retries",
         "0",
+        "--accept-tables",  # the envelopes name the source table 'users'
+        "users",
         *extra,
     ]
 

@@ -115,7 +115,7 @@ def test_quarantined_envelopes_apply_after_the_key_is_trusted_and_replay_runs(br
     quarantined = listed("--dlq", s["dlq"], "--state", "quarantined")
     assert {r["error"] for r in quarantined} == {"SignatureError"}
     assert all(ROTATED.key_id in r["message"] for r in quarantined)
-    assert [r["kind"] for r in listed("--dlq", s["dlq"], "--error", "ValidationException")] == ["changes"]
+    assert [r["kind"] for r in listed("--dlq", s["dlq"], "--error", "ItemTooLargeError")] == ["changes"]
     assert len(listed("--dlq", s["dlq"], "--error", "TransientApplyError")) == 1
     assert len(listed("--dlq", s["dlq"], "--table", "users")) == 2  # quarantined envelopes name no table
     assert listed("--dlq", s["dlq"], "--older-than", "1h") == []

@@ -62,8 +62,14 @@ def test_records_too_large_for_the_dlq_are_listed_and_replayed_from_files(
         blob = os.urandom(ITEM_BYTES // 2).hex()  # incompressible
         changes.append(Change(key, Operation.PUT, Version(1_000_000 + i, "eu-west-1", i), {**key, "blob": {"S": blob}}))
     body = encode(Batch("big", "eu-west-1", unique, 0, tuple(changes)), ROTATED, Compression.NONE)
+    # One envelope the applier can verify comes first: an unknown key before any envelope has verified is
+    # taken for a wrong trusted_keys setting and pauses the line instead of quarantining (docs/design.md).
+    first_key = {"tenant": {"S": "small"}, "user_id": {"N": "0"}}
+    first = Change(first_key, Operation.PUT, Version(1_000_000, "eu-west-1", 0), first_key)
+    verified = encode(Batch("first", "eu-west-1", unique, 0, (first,)), TRUSTED, Compression.NONE)
     sender = open_transport(settings["transport"], "publish")
     try:
+        sender.publish([OutgoingMessage(verified, "first", "p")])
         sender.publish([OutgoingMessage(body, "big", "p")])
     finally:
         sender.close()
@@ -96,4 +102,4 @@ def test_records_too_large_for_the_dlq_are_listed_and_replayed_from_files(
     assert orjson.loads(replayed.stdout.strip().splitlines()[-1])["replay"]["changes_applied"] == CHANGES
     assert not kept.exists()  # resolved: the file is gone
     pages = client.get_paginator("scan").paginate(TableName=unique, ConsistentRead=True, Select="COUNT")
-    assert sum(page["Count"] for page in pages) == CHANGES
+    assert sum(page["Count"] for page in pages) == CHANGES + 1
