@@ -28,7 +28,11 @@ STAGES = (
     Stage("wire", ("wire_bytes_ratio",), codec.wire_bytes),
     Stage("relay", ("relay_vs_raw_ratio", "relay_vs_per_message_ratio"), relay.relay),
     Stage("source", ("source_vs_raw_ratio",), source.source),
-    Stage("apply", ("apply_vs_raw_ratio", "writes_per_change", "reads_per_change", "writes_per_delete"), apply.apply),
+    Stage(
+        "apply",
+        ("apply_vs_raw_ratio", "apply_calls_per_change", "writes_per_change", "reads_per_change", "writes_per_delete"),
+        apply.apply,
+    ),
     Stage("lag", ("lag_p99_s",), lag.lag),
     Stage("memory", ("peak_rss_mb",), memory.peak_rss),
 )
