@@ -157,6 +157,7 @@ def wire_record(record: dict[str, Any]) -> dict[str, Any]:
 def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses its connections
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no delayed-ACK stall
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
