@@ -236,3 +236,21 @@ def test_keys_left_unprocessed_too_long_are_a_transient_error(target: TargetTabl
     flaky = UnprocessedHalf(target.client, rounds=10**6)
     with pytest.raises(TransientApplyError, match="unprocessed"):
         dataclasses.replace(target, client=flaky).read_tombstones([target.key_of_keys(keyed(i)) for i in range(4)])
+
+
+def test_put_answers_skip_botocores_typed_parsing_and_errors_do_not(target: TargetTable) -> None:
+    item = {**KEY, "bin": {"B": b"\x00\xff"}}
+    target.client.put_item(TableName=target.table, Item=item)
+    old = target.client.put_item(TableName=target.table, Item=item, ReturnValues="ALL_OLD")["Attributes"]
+    assert old["bin"] == {"B": "AP8="}  # wire form: only whether an item was replaced matters to _put
+    with pytest.raises(target.client.exceptions.ConditionalCheckFailedException) as refused:
+        target.client.put_item(
+            TableName=target.table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(tenant)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert refused.value.response["Item"]["bin"] == {"B": b"\x00\xff"}  # botocore's, as before
+    binary = Change(KEY, Operation.PUT, Version(50, "r1", 1), {**KEY, "bin": {"B": "AP8="}})
+    assert target.apply(binary) is Outcome.APPLIED
+    assert target.apply(binary) is Outcome.DUPLICATE
