@@ -60,16 +60,19 @@ KeyId = tuple[tuple[str, str, Any], ...]
 class Unsettled:
     """A put whose outcome depends on its key's tombstone, to be read after the put.
 
-    ``item`` is what the table held after the put (boto form), ``outcome`` what the put is if
-    the tombstone is absent or not newer: APPLIED (it created the item) or DUPLICATE (its
-    version was already there: a redelivery, perhaps of a put whose check a crash cut short).
+    ``outcome`` is what the put is if the tombstone is absent or not newer: APPLIED (it created
+    the item) or DUPLICATE (its version was already there: a redelivery, perhaps of a put whose
+    check a crash cut short). What the table held after the put is kept small, since a whole
+    receive's puts wait for their reads: the write token the put set (the item is rebuilt from the
+    change if it must be undone), or for a duplicate the item found (boto form).
     """
 
     change: Change
     key: Image
-    item: Image
     v: str
     outcome: Outcome
+    token: str = ""
+    held: Image | None = None
 
 
 class EchoCounter:
@@ -293,10 +296,8 @@ class TargetTable:
 
     def _put(self, change: Change, key: Image, v: str, op: str = "<") -> Outcome | Unsettled:
         assert change.new_image is not None
-        # Bridge attributes of an upstream replica must not leak into ours.
-        item = to_boto_image(self.user_item(change.new_image))
-        item[self.version_attr] = {"S": v}
-        item[self.write_attr] = {"S": uuid.uuid4().hex[:WRITE_TOKEN_CHARS]}
+        token = uuid.uuid4().hex[:WRITE_TOKEN_CHARS]
+        item = self._item(change, v, token)
         self._refuse_oversize(item)
         try:
             old = self._call(
@@ -315,10 +316,19 @@ class TargetTable:
                 return Outcome.STALE
             # Our version is there: a redelivery. Its first attempt may have died between the put
             # and the tombstone read, so the read is made again (duplicates are rare: cheap).
-            return Unsettled(change, key, held, v, Outcome.DUPLICATE)
+            return Unsettled(change, key, v, Outcome.DUPLICATE, held=held)
         if old:
             return Outcome.APPLIED  # replaced an older item, whose creator reads the tombstone
-        return Unsettled(change, key, item, v, Outcome.APPLIED)
+        return Unsettled(change, key, v, Outcome.APPLIED, token=token)
+
+    def _item(self, change: Change, v: str, token: str) -> Image:
+        """The item (boto form) a put of ``change`` at version ``v`` with write token ``token`` writes."""
+        assert change.new_image is not None
+        # Bridge attributes of an upstream replica must not leak into ours.
+        item = to_boto_image(self.user_item(change.new_image))
+        item[self.version_attr] = {"S": v}
+        item[self.write_attr] = {"S": token}
+        return item
 
     def key_id(self, key: Image) -> KeyId:
         """A hashable name of a key (boto form): to match BatchGetItem's answers to their keys."""
@@ -365,7 +375,8 @@ class TargetTable:
         # stream too: record it as the bridge's first. Conditional on the item being older than
         # the tombstone (not on being exactly ours): an older put that replaced ours meanwhile
         # read no tombstone (it saw an old image) and must go too; a newer one stays.
-        fp = fingerprint(from_boto_image(put.item))
+        item = put.held if put.held is not None else self._item(put.change, put.v, put.token)
+        fp = fingerprint(from_boto_image(item))
         self._remember_deleted(put.key, fp)
         try:
             gone = self._call(
