@@ -22,7 +22,7 @@ from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
-from bridge.plugin.manager import open_transport
+from bridge.plugin.manager import PluginSet, plugin_set
 from bridge.publish import BatchLimits, Publisher
 from bridge.publish.loopguard import LoopGuard, SqliteStore
 from bridge.publish.sender import Sender
@@ -36,15 +36,23 @@ log = logging.getLogger(__name__)
 
 
 def _transports(
-    url: str, dead_letter: str | None, role: str, stop: threading.Event, health: Health | None = None
-) -> tuple[ReliableTransport, ReliableTransport]:
-    main = open_transport(url, role)
+    plugins: PluginSet | None,
+    url: str,
+    dead_letter: str | None,
+    role: str,
+    stop: threading.Event,
+    quarantine_dir: Path,
+    health: Health | None = None,
+) -> tuple[ReliableTransport, Parker]:
+    """The main transport and the parker over its dead-letter queue, opened through ``plugins``
+    (the process's plugin set unless the caller built its own)."""
+    plugins = plugins or plugin_set()
+    main = plugins.open(url, role)
     dlq_url = TransportURL.parse(dead_letter) if dead_letter else main.dead_letter_url()
-    dlq = open_transport(dlq_url, "dlq")
-    reliable = ReliableTransport(main, stop=stop), ReliableTransport(dlq, stop=stop)
+    reliable = ReliableTransport(main, stop=stop), ReliableTransport(plugins.open(dlq_url, "dlq"), stop=stop)
     for transport in reliable:
         transport.health = health
-    return reliable
+    return reliable[0], Parker(reliable[1], quarantine_dir, opener=plugins.open)
 
 
 def aws_side(cfg: PublishConfig | ApplyConfig, which: str, **extra: Any) -> AwsSide:
@@ -94,7 +102,12 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 
 
 def build_publisher(
-    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+    cfg: PublishConfig,
+    stop: threading.Event,
+    *,
+    measure_raw: bool = False,
+    reset_checkpoint: bool = False,
+    plugins: PluginSet | None = None,
 ) -> Publisher:
     health = Health()
     signer = Signer.from_file(cfg.signing_key)
@@ -104,7 +117,9 @@ def build_publisher(
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
     )
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop, health)
+    transport, parker = _transports(
+        plugins, cfg.transport, cfg.dead_letter, "publish", stop, cfg.quarantine_dir, health
+    )
     guard = None
     if cfg.active_active:
         # The same table bridge-apply writes to: its tombstones tell our deletes from the application's.
@@ -117,7 +132,7 @@ def build_publisher(
         reader,
         transport,
         signer,
-        Parker(dlq, cfg.quarantine_dir),
+        parker,
         table=cfg.source_table,
         key_names=key_names,
         origin=cfg.origin_id,
@@ -156,16 +171,24 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
     return ChangeApplier(open_target(cfg), stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
 
 
-def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+def build_applier(
+    cfg: ApplyConfig,
+    stop: threading.Event,
+    *,
+    on_applied: OnApplied | None = None,
+    plugins: PluginSet | None = None,
+) -> Applier:
     health = Health()
     trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     target = open_target(cfg)
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop, health)
+    transport, parker = _transports(
+        plugins, cfg.transport, cfg.dead_letter, "consume", stop, cfg.quarantine_dir, health
+    )
     return Applier(
         transport,
         target,
         trust,
-        Parker(dlq, cfg.quarantine_dir),
+        parker,
         workers=cfg.workers,
         batch_messages=cfg.batch_messages,
         on_applied=on_applied,
@@ -187,12 +210,11 @@ def build_sender(
     table: str,
     stop: threading.Event,
     compression: str = "zstd",
+    plugins: PluginSet | None = None,
 ) -> Sender:
     """A sender of its own (connections included): the bootstrap's worker threads and ``verify --repair``."""
-    transport, dlq = _transports(transport_url, dead_letter, "publish", stop)
-    return Sender(
-        transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table, compression=Compression(compression)
-    )
+    transport, parker = _transports(plugins, transport_url, dead_letter, "publish", stop, quarantine_dir)
+    return Sender(transport, signer, parker, origin=origin, table=table, compression=Compression(compression))
 
 
 def build_bootstrap(

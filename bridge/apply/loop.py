@@ -202,8 +202,8 @@ class Applier:
             stop=self.stop,
         )
         self.retry: RetryLoop | None = None
-        if retry_queue is None and parker.dlq is not None:
-            retry_queue = RetryLoop.open_queue(parker.dlq, self.stop)
+        if retry_queue is None:
+            retry_queue = RetryLoop.open_queue(parker, self.stop)
         if retry_queue is not None:
             self.retry = RetryLoop(
                 retry_queue, parker, self.policy, self._reattempt, self.changes.count, stop=self.stop

@@ -33,7 +33,6 @@ from bridge.deadletter.records import (
     Kind,
     Parker,
     State,
-    parked_url,
     wrap_foreign,
 )
 from bridge.errors import ApplyError, ConfigError, DecodeError
@@ -144,14 +143,18 @@ class Browser:
     def __init__(
         self, dlq: TransportURL, limit: int, retry: bool = True, parked: bool = True, wait: float = 2.0
     ) -> None:
-        from bridge.plugin.manager import open_transport
+        from bridge.plugin.manager import plugin_set
 
+        plugins = plugin_set()
         self.limit = limit
         self.wait = wait
         self.queues: list[tuple[str, ReliableTransport]] = []
-        for name, wanted, url in (("retry", retry, dlq), ("parked", parked, parked_url(dlq) if parked else dlq)):
+        for name, wanted, url in (
+            ("retry", retry, dlq),
+            ("parked", parked, plugins.sibling(dlq, "parked") if parked else dlq),
+        ):
             if wanted:
-                transport = open_transport(_holding_all(url, limit), "dlq")
+                transport = plugins.open(_holding_all(url, limit), "dlq")
                 self.queues.append((name, ReliableTransport(transport, Backoff(0.2, 2.0, max_attempts=3))))
         self.truncated = False
 
@@ -496,7 +499,9 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     stats = ApplyStats()
     applier = build_change_applier(cfg, stats)  # bridge-apply's target: its local origin included
     parker = Parker(
-        ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)), cfg.quarantine_dir
+        ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)),
+        cfg.quarantine_dir,
+        opener=open_transport,
     )
     still: Counter[str] = Counter()
     done = 0

@@ -155,15 +155,15 @@ def _waiting(streams: Any, arn: str, shard_id: str, after: str | None, now: floa
 
 
 def applier_status(cfg: config.ApplyConfig, max_lag: float, max_depth: int | None) -> dict[str, Any]:
-    from bridge.deadletter.records import parked_url
-    from bridge.plugin.manager import open_transport
+    from bridge.plugin.manager import plugin_set
     from bridge.transport import TransportURL
 
-    main = open_transport(cfg.transport, "consume")
+    plugins = plugin_set()
+    main = plugins.open(cfg.transport, "consume")
     dlq_url = TransportURL.parse(cfg.dead_letter) if cfg.dead_letter else main.dead_letter_url()
     queues: dict[str, dict[str, Any]] = {}
-    for name, url in (("queue", main.url), ("retry", dlq_url), ("parked", parked_url(dlq_url))):
-        transport = main if name == "queue" else open_transport(url, "dlq")
+    for name, url in (("queue", main.url), ("retry", dlq_url), ("parked", plugins.sibling(dlq_url, "parked"))):
+        transport = main if name == "queue" else plugins.open(url, "dlq")
         try:
             depth = transport.depth()
         finally:
