@@ -52,6 +52,30 @@ class _Common(BaseModel):
         "none", description="emf: also write the metrics as CloudWatch EMF lines to stdout"
     )
     metrics_interval: float = Field(60.0, gt=0, le=3600, description="seconds between two EMF line sets")
+    # Attributes that never leave the source (docs/projection.md): the publisher drops them before signing;
+    # bridge-apply and bridge verify need the same lists to keep them (exclude_mode keep) and compare alike.
+    exclude_attributes: list[str] | None = Field(
+        None, description="attributes never shipped (key attributes cannot be excluded)"
+    )
+    include_attributes: list[str] | None = Field(
+        None, description="ship only these attributes (and the key attributes); the rest stay home"
+    )
+
+    @field_validator("exclude_attributes", "include_attributes", mode="before")
+    @classmethod
+    def _attribute_list(cls, value: Any) -> Any:
+        # Env vars and flags give one string: "a,b".
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        return value
+
+    @model_validator(mode="after")
+    def _one_projection(self) -> Any:
+        if self.exclude_attributes is not None and self.include_attributes is not None:
+            raise ValueError("give exclude_attributes or include_attributes, not both")
+        if self.include_attributes is not None and not self.include_attributes:
+            raise ValueError("include_attributes names nothing; to ship only the keys name one of them")
+        return self
 
     @field_validator("transport", "dead_letter")
     @classmethod
@@ -128,6 +152,16 @@ class PublishConfig(_Common):
     def origin_id(self) -> str:
         return self.origin or self.source_region
 
+    @model_validator(mode="after")
+    def _projection_one_way(self) -> PublishConfig:
+        if self.active_active and (self.exclude_attributes or self.include_attributes is not None):
+            which = "exclude_attributes" if self.exclude_attributes else "include_attributes"
+            raise ValueError(
+                f"{which} cannot be used with active_active: each replica would keep attributes the other never"
+                " receives, so the replicas could not converge"
+            )
+        return self
+
 
 class ApplyConfig(_Common):
     target_table: str = Field(min_length=3, max_length=255, description="table the changes are applied to")
@@ -173,6 +207,10 @@ class ApplyConfig(_Common):
     retry_max_age: float = Field(86_400, gt=0, description="seconds after the first failure a change is parked")
     retry_initial_delay: float = Field(10, gt=0, description="seconds before the first re-attempt (then doubling)")
     retry_max_delay: float = Field(900, gt=0, description="longest wait between two re-attempts, seconds")
+    exclude_mode: Literal["drop", "keep"] = Field(
+        "drop",
+        description="drop: replicated items lack the excluded attributes; keep: the target's own values stay",
+    )
     status_file: Path | None = Field(
         Path("bridge-apply-status.json"),
         description="where the last applied change and its lag are kept for `bridge status` (null: nowhere)",
@@ -207,6 +245,12 @@ class ApplyConfig(_Common):
     def _retry_delays(self) -> ApplyConfig:
         if self.retry_max_delay < self.retry_initial_delay:
             raise ValueError("retry_max_delay must be at least retry_initial_delay")
+        return self
+
+    @model_validator(mode="after")
+    def _keep_needs_a_list(self) -> ApplyConfig:
+        if self.exclude_mode == "keep" and self.exclude_attributes is None and self.include_attributes is None:
+            raise ValueError("exclude_mode keep needs exclude_attributes or include_attributes: the attributes to keep")
         return self
 
     @model_validator(mode="after")

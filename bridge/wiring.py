@@ -25,6 +25,7 @@ from bridge.observe import Health
 from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
 from bridge.publish.loopguard import LoopGuard, SqliteStore
+from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
 from bridge.state.checkpoints import open_checkpoint_store
@@ -100,6 +101,7 @@ def build_publisher(
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
+    projection = projection_of(cfg, key_names, cfg.source_table)  # refused before anything is opened
     store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
@@ -130,7 +132,13 @@ def build_publisher(
         ttl_deletes=cfg.ttl_deletes,
         health=health,
         max_paused=cfg.max_paused,
+        projection=projection,
     )
+
+
+def projection_of(cfg: PublishConfig | ApplyConfig, key_names: tuple[str, ...], table: str) -> Projection | None:
+    """The attributes a pipeline ships; an excluded key attribute is refused here, at start."""
+    return Projection.of(cfg.exclude_attributes, cfg.include_attributes, key_names, table)
 
 
 def open_target(cfg: ApplyConfig) -> TargetTable:
@@ -144,6 +152,7 @@ def open_target(cfg: ApplyConfig) -> TargetTable:
         tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
         create=cfg.create,
         local_origin=cfg.origin or cfg.target_region,
+        keep=(cfg.exclude_attributes, cfg.include_attributes) if cfg.exclude_mode == "keep" else None,
     )
 
 
@@ -187,11 +196,18 @@ def build_sender(
     table: str,
     stop: threading.Event,
     compression: str = "zstd",
+    projection: Projection | None = None,
 ) -> Sender:
     """A sender of its own (connections included): the bootstrap's worker threads and ``verify --repair``."""
     transport, dlq = _transports(transport_url, dead_letter, "publish", stop)
     return Sender(
-        transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table, compression=Compression(compression)
+        transport,
+        signer,
+        Parker(dlq, quarantine_dir),
+        origin=origin,
+        table=table,
+        compression=Compression(compression),
+        projection=projection,
     )
 
 
@@ -221,6 +237,7 @@ def build_bootstrap(
             table=cfg.source_table,
             stop=stop,
             compression=cfg.compression,
+            projection=publisher.sender.projection,
         )
 
     bootstrap = Bootstrap(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 import click
 import orjson
 
+from bridge.apply.keep import Keep
 from bridge.cli.common import aws_side_options, handled, setup_logging
 from bridge.cli.verify_settings import VerifySettings
-from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
+from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult, table_keys
 from bridge.errors import ConfigError
+from bridge.publish.projection import Projection
 
 
 @click.command("verify")
@@ -99,6 +102,7 @@ def verify(
     stop = threading.Event()
     source = Side(settings.side("source").client("dynamodb"), source_table, "source")
     target = Side(settings.side("target").client("dynamodb"), target_table, "target")
+    source, target, projection = projected(settings, source, target, attribute_prefix)
     verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu, stop=stop)
     result = verifier.run()
     if repair and result.differences:
@@ -114,6 +118,7 @@ def verify(
             origin=origin or source_region,
             table=source_table,
             stop=stop,
+            projection=projection,
         )
         try:
             result.repair = Repairer(
@@ -132,6 +137,24 @@ def verify(
     else:
         _print(result, source_table, target_table)
     sys.exit(0 if result.ok else DIFFERENT_EXIT)
+
+
+def projected(
+    settings: VerifySettings, source: Side, target: Side, prefix: str
+) -> tuple[Side, Side, Projection | None]:
+    """Both sides as the pipeline makes them comparable: the source through the projection the configs
+    name (publish config first), the target without the attributes it keeps (apply's exclude_mode keep)."""
+    exclude, include = settings.get("exclude_attributes"), settings.get("include_attributes")
+    if exclude is None and include is None:
+        return source, target, None
+    keys = table_keys(source.client, source.table, "source")
+    projection = Projection.of(exclude, include, keys, source.table)
+    if projection is None:
+        return source, target, None
+    source = dataclasses.replace(source, view=projection.image)
+    if settings.apply is not None and settings.apply.exclude_mode == "keep":
+        target = dataclasses.replace(target, view=Keep.of(exclude, include, keys, prefix).user_view)
+    return source, target, projection
 
 
 def _print(result: VerifyResult, source_table: str, target_table: str) -> None:
