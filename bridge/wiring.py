@@ -5,6 +5,7 @@ Shared by the CLI, the demo and the tests, so all three run the same objects.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 from pathlib import Path
@@ -16,7 +17,8 @@ from bridge.apply.loop import Applier, ApplyStats, ChangeApplier, OnApplied
 from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide, ErrorClass, classify, describe
-from bridge.config import ApplyConfig, PublishConfig
+from bridge.aws.errors import failure
+from bridge.config import ApplyConfig, Pipeline, PublishConfig, refuse_shared_transports
 from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Scope, Signer, TrustStore
@@ -34,6 +36,7 @@ from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
+TOMBSTONES = "-bridge-tombstones"
 
 
 def _transports(
@@ -257,3 +260,41 @@ def build_bootstrap(
         stop=stop,
     )
     return publisher, bootstrap
+
+
+def expand_pipelines(pipelines: list[Pipeline[PublishConfig]]) -> list[Pipeline[PublishConfig]]:
+    """Each pipeline whose ``source_table`` is a pattern (``orders-*``) becomes one per matching table
+    (ListTables on its source side, now), named after the table; ``{table}`` in its transport URLs
+    becomes the table. Says which tables each pattern matched; one that matched none is logged."""
+    out: list[Pipeline[PublishConfig]] = []
+    for pipeline in pipelines:
+        if not pipeline.pattern:
+            out.append(pipeline)
+            continue
+        pattern = pipeline.cfg.source_table
+        client = aws_side(pipeline.cfg, "source").client("dynamodb")
+        try:
+            tables = [t for page in client.get_paginator("list_tables").paginate() for t in page.get("TableNames", [])]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise failure(exc, f"cannot list source tables for {pattern!r}", SourceError) from exc
+        # Tombstone and checkpoint tables of this very bridge are never sources.
+        matched = [
+            t for t in sorted(tables) if fnmatch.fnmatchcase(t, pattern) and not t.endswith("-bridge-tombstones")
+        ]
+        if not matched:
+            log.warning("source_tables %s matches no table in %s", pattern, pipeline.cfg.source_region)
+            continue
+        log.info("source_tables %s: %s", pattern, ", ".join(matched))
+        for table in matched:
+            update: dict[str, Any] = {"source_table": table}
+            for key in ("transport", "dead_letter"):
+                url = getattr(pipeline.cfg, key)
+                if url is not None:
+                    update[key] = url.replace("{table}", table)
+            out.append(Pipeline[PublishConfig](name=table, cfg=pipeline.cfg.model_copy(update=update), listed=True))
+    names = [p.name for p in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"pipeline name {', '.join(twice)} used twice once source_tables were expanded")
+    refuse_shared_transports(out)
+    return out

@@ -14,6 +14,7 @@ import orjson
 from bridge.apply.keep import Keep
 from bridge.cli.common import aws_side_options, handled, setup_logging
 from bridge.cli.verify_settings import VerifySettings
+from bridge.copy.schema import SchemaDifference, compare_schemas, describe_schema
 from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult, table_keys
 from bridge.errors import ConfigError
 from bridge.publish.projection import Projection
@@ -103,6 +104,12 @@ def verify(
     source = Side(settings.side("source").client("dynamodb"), source_table, "source")
     target = Side(settings.side("target").client("dynamodb"), target_table, "target")
     source, target, projection = projected(settings, source, target, attribute_prefix)
+    # Schemas first: a missing index or TTL is worth knowing even when every item agrees.
+    active_active = bool(settings.publish is not None and settings.publish.active_active)
+    schema = schema_differences(source, target, active_active)
+    if not as_json:
+        for diff in schema:
+            click.echo(f"schema: {diff}")
     verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu, stop=stop)
     result = verifier.run()
     if repair and result.differences:
@@ -133,10 +140,20 @@ def verify(
         finally:
             sender.close()
     if as_json:
-        click.echo(orjson.dumps(result.as_dict()).decode())
+        doc = {**result.as_dict(), "schema_differences": [dataclasses.asdict(d) for d in schema]}
+        click.echo(orjson.dumps(doc).decode())
     else:
         _print(result, source_table, target_table)
-    sys.exit(0 if result.ok else DIFFERENT_EXIT)
+    sys.exit(0 if result.ok and not any(d.breaks for d in schema) else DIFFERENT_EXIT)
+
+
+def schema_differences(source: Side, target: Side, active_active: bool) -> list[SchemaDifference]:
+    """How the two tables' schemas differ (none when either is missing: the item pass says so)."""
+    src = describe_schema(source.client, source.table, "source")
+    dst = describe_schema(target.client, target.table, "target")
+    if src is None or dst is None:
+        return []
+    return compare_schemas(src, dst, active_active=active_active)
 
 
 def projected(
