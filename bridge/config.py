@@ -412,7 +412,12 @@ def load_pipelines(
             for key in ("transport", "dead_letter"):
                 if isinstance(merged.get(key), str) and table and not GLOB.search(str(table)):
                     merged[key] = merged[key].replace("{table}", str(table))
-            found.append(Pipeline[M](name=str(name), cfg=_validate(model, merged, path, label + ": "), listed=True))
+            cfg = _validate(model, merged, path, label + ": ")
+            status = getattr(cfg, "status_file", None)
+            if status is not None and "status_file" not in entry:
+                # One file per pipeline, so `bridge status` tells them apart: bridge-apply-status.NAME.json.
+                cfg = cfg.model_copy(update={"status_file": status.with_name(f"{status.stem}.{name}{status.suffix}")})
+            found.append(Pipeline[M](name=str(name), cfg=cfg, listed=True))
         if not found:
             raise ConfigError(f"invalid configuration{where}: pipelines: lists no pipeline")
     names = [p.name for p in found]

@@ -31,6 +31,7 @@ from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
 from bridge.state.checkpoints import open_checkpoint_store
+from bridge.state.namespace import namespaced
 from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
@@ -98,14 +99,22 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 
 
 def build_publisher(
-    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+    cfg: PublishConfig,
+    stop: threading.Event,
+    *,
+    measure_raw: bool = False,
+    reset_checkpoint: bool = False,
+    namespace: str | None = None,
 ) -> Publisher:
+    """``namespace``: a listed pipeline's name, under which its checkpoints are kept (bridge.state.namespace)."""
     health = Health()
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
     projection = projection_of(cfg, key_names, cfg.source_table)  # refused before anything is opened
-    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
+    store = namespaced(
+        open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint), namespace
+    )
     reader = StreamReader(
         side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
     )
@@ -117,6 +126,8 @@ def build_publisher(
             side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix, tombstone_table=cfg.tombstone_table
         )
         state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
+        if namespace:
+            state = state.removesuffix(".guard").removesuffix(".sqlite") + f".{namespace}.guard"
         guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
     return Publisher(
         reader,
@@ -136,6 +147,7 @@ def build_publisher(
         health=health,
         max_paused=cfg.max_paused,
         projection=projection,
+        pause_scope=f"{namespace} publish" if namespace else "publish",
     )
 
 
@@ -168,7 +180,10 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
     return ChangeApplier(open_target(cfg), stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
 
 
-def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+def build_applier(
+    cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None, name: str | None = None
+) -> Applier:
+    """``name``: a listed pipeline's, naming its pause in readiness and logs."""
     health = Health()
     trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
     target = open_target(cfg)
@@ -186,6 +201,7 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         retry_policy=retry_policy(cfg),
         health=health,
         max_paused=cfg.max_paused,
+        pause_scope=f"{name} apply" if name else "apply",
     )
 
 
@@ -215,7 +231,7 @@ def build_sender(
 
 
 def build_bootstrap(
-    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False
+    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False, namespace: str | None = None
 ) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
     if cfg.start_position == "latest":
@@ -224,7 +240,10 @@ def build_bootstrap(
             " while the copy runs is missed"
         )
     publisher = build_publisher(
-        cfg.model_copy(update={"start_position": "trim-horizon"}), stop, reset_checkpoint=reset_checkpoint
+        cfg.model_copy(update={"start_position": "trim-horizon"}),
+        stop,
+        reset_checkpoint=reset_checkpoint,
+        namespace=namespace,
     )
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
@@ -259,6 +278,8 @@ def build_bootstrap(
         force=cfg.bootstrap_force,
         stop=stop,
     )
+    if namespace:
+        bootstrap.run_name = f"{namespace}/{bootstrap.run_name}"  # its copy's progress, beside its checkpoints
     return publisher, bootstrap
 
 
