@@ -29,6 +29,7 @@ from bridge.publish.projection import Projection
     help="bridge-publish's config (the source side, and --repair's settings) and/or bridge-apply's (the target"
     " side); flags override them",
 )
+@click.option("--pipeline", help="which pipeline, when the configs list pipelines: (docs/pipelines.md)")
 @click.option("--source-table", help="the replicated table")
 @click.option("--source-region")
 @click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
@@ -80,6 +81,7 @@ def verify(
     repair: bool,
     repair_wait: float,
     log_level: str,
+    pipeline: str | None,
     **flags: Any,
 ) -> None:
     """Compare SOURCE and TARGET item by item (bridge attributes aside). Exit 0 when identical,
@@ -89,7 +91,7 @@ def verify(
     daemons' config files with --config, or the same flags.
     """
     setup_logging(log_level.upper())
-    settings = VerifySettings.from_configs(config_files, flags)
+    settings = VerifySettings.from_configs(config_files, flags, pipeline)
     source_table, target_table = settings.table("source"), settings.table("target")
     transport, signing_key = settings.get("transport"), settings.get("signing_key")
     source_region = str(settings.side("source").region)

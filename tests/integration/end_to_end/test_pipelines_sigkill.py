@@ -13,7 +13,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+from click.testing import CliRunner
 
+from bridge.cli.admin import main as admin
 from bridge.copy.compare import compare_tables
 from tests.helpers import no_failures_anywhere, start
 from tests.integration.end_to_end.test_pipelines import SCHEMAS, Writer, configs, create, key_names
@@ -70,3 +72,9 @@ def test_three_tables_in_one_process_survive_sigkill(
     assert "guest:guest" not in output
     for table in tables.values():
         assert no_failures_anywhere(f"{amqp_url}?queue={table}.dlq") == []
+    # bridge verify takes the same pipeline configs, one pipeline at a time.
+    both = ["verify", "--config", str(publish_file), "--config", str(apply_file)]
+    checked = CliRunner().invoke(admin, [*both, "--pipeline", tables["n"]])
+    assert checked.exit_code == 0 and "identical" in checked.output, checked.output
+    unnamed = CliRunner().invoke(admin, both)
+    assert unnamed.exit_code == 2 and "say which with --pipeline NAME" in unnamed.output, unnamed.output
