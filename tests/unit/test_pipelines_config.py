@@ -113,3 +113,18 @@ def test_the_multi_table_examples_are_valid(name: str, model: type) -> None:
     found = load_pipelines(model, path, {}, environ={})
     assert len(found) == 3 and all(p.listed for p in found)
     assert all("{table}" not in p.cfg.transport for p in found if not p.pattern)
+
+
+def test_dlq_commands_pick_one_pipeline(tmp_path: Path) -> None:
+    f = _file(
+        tmp_path,
+        f"target_region: r\ntrusted_keys: k\ntransport: memory://{tmp_path.name}-{{table}}\n"
+        f"quarantine_dir: {tmp_path / 'q'}\npipelines:\n  - target_table: aaa\n  - target_table: bbb\n",
+    )
+    runner = CliRunner()
+    unnamed = runner.invoke(admin, ["dlq", "list", "--config", str(f), "--wait", "0.1"])
+    assert unnamed.exit_code == ConfigError.exit_code
+    assert "lists pipelines (aaa, bbb): say which with --pipeline NAME" in unnamed.output
+    named = runner.invoke(admin, ["dlq", "list", "--config", str(f), "--pipeline", "bbb", "--wait", "0.1", "--json"])
+    assert named.exit_code == 0, named.output
+    assert named.output.strip() == "[]"
