@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge import config
 from bridge.cli.common import handled
-from bridge.errors import BehindError, BridgeError, SourceError
+from bridge.errors import BehindError, BridgeError, ConfigError, SourceError
 from bridge.observe.statefile import read_status_file
 
 # A walk of the stream from the checkpoint stops after this many GetRecords calls per shard: the
@@ -80,7 +80,18 @@ def status(config_file: str, as_json: bool, max_lag: float, max_depth: int | Non
 def _one(pipeline: config.Pipeline[Any], max_lag: float, max_depth: int | None) -> dict[str, Any]:
     if isinstance(pipeline.cfg, config.PublishConfig):
         return publisher_status(pipeline.cfg, max_lag, namespace=pipeline.name if pipeline.listed else None)
+    if pipeline.listed:
+        # Among many, a pipeline whose target is gone says so (bridge-apply retries it apart from the others).
+        _target_exists(pipeline.cfg)
     return applier_status(pipeline.cfg, max_lag, max_depth)
+
+
+def _target_exists(cfg: config.ApplyConfig) -> None:
+    from bridge.copy.schema import describe_schema
+    from bridge.wiring import aws_side
+
+    if describe_schema(aws_side(cfg, "target").client("dynamodb"), cfg.target_table, "target") is None:
+        raise ConfigError(f"target table {cfg.target_table!r} does not exist")
 
 
 def publisher_status(cfg: config.PublishConfig, max_lag: float, namespace: str | None = None) -> dict[str, Any]:

@@ -128,3 +128,12 @@ def test_dlq_commands_pick_one_pipeline(tmp_path: Path) -> None:
     named = runner.invoke(admin, ["dlq", "list", "--config", str(f), "--pipeline", "bbb", "--wait", "0.1", "--json"])
     assert named.exit_code == 0, named.output
     assert named.output.strip() == "[]"
+
+
+def test_daemons_refuse_an_unknown_pipeline(tmp_path: Path) -> None:
+    from bridge.cli.publish import main as publish
+
+    f = _file(tmp_path, TOP + "pipelines:\n  - source_table: aaa\n")
+    result = CliRunner().invoke(publish, ["--config", str(f), "--pipeline", "zzz"])
+    assert result.exit_code == ConfigError.exit_code
+    assert "--pipeline zzz: no such pipeline" in result.output and "(pipelines: aaa)" in result.output

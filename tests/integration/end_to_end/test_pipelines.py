@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -66,14 +67,18 @@ def key_names(kind: str) -> tuple[str, ...]:
 class Writer(threading.Thread):
     """Puts, updates and deletes over a small key space of each table, round robin."""
 
-    def __init__(self, client: Any, tables: dict[str, str], ops: int, seed: int) -> None:
+    def __init__(self, client: Any, tables: dict[str, str], ops: int, seed: int, rate: float = 0) -> None:
         super().__init__(daemon=True)
         self.client, self.tables, self.ops, self.rng = client, tables, ops, random.Random(seed)
+        self.rate = rate  # ops per second (0: as fast as the emulator takes them)
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        started = time.monotonic()
         try:
             for n in range(self.ops):
+                if self.rate:
+                    time.sleep(max(0.0, started + n / self.rate - time.monotonic()))
                 kind = "snb"[n % 3]
                 table, k = self.tables[kind], key(kind, self.rng.randrange(40))
                 roll = self.rng.random()
@@ -168,3 +173,21 @@ def test_a_failing_pipeline_does_not_stop_the_others(
     output = log.read_text()
     assert code == 0, output[-3000:]
     assert f"pipeline late failed: source table '{missing}' does not exist; starting it again" in output
+
+
+def test_status_of_apply_pipelines_names_a_missing_target(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    dst = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create(dst, f"{unique}-here", "s", stream=False)
+    _, public = keygen(tmp_path / "keys")
+    config = tmp_path / "apply.yaml"
+    config.write_text(
+        f"target_region: us-west-2\ntarget_endpoint: {moto_endpoint}\ntransport: {amqp_url}?queue={{table}}\n"
+        f"trusted_keys: {public}\nstatus_file: {tmp_path / 'status.json'}\n"
+        f"pipelines:\n  - target_table: {unique}-here\n  - name: gone\n    target_table: {unique}-gone\n"
+    )
+    shown = CliRunner().invoke(admin, ["status", "--config", str(config)])
+    assert shown.exit_code == 12, shown.output  # BehindError: a pipeline is not well
+    assert f"pipeline {unique}-here: applier of {unique}-here" in shown.output
+    assert f"pipeline gone: FAILED: target table '{unique}-gone' does not exist" in shown.output

@@ -32,13 +32,19 @@ def test_three_tables_in_one_process_survive_sigkill(
     tables = {kind: f"{unique}-{kind}" for kind in SCHEMAS}
     for kind, table in tables.items():
         create(src, table, kind, stream=True)
-        create(dst, table, kind, stream=False)
     publish_file, apply_file = configs(tmp_path, moto_endpoint, amqp_url, unique)
+    # The targets are made by init-target: the pattern expanded, each apply pipeline paired with its source.
+    made = CliRunner().invoke(admin, ["init-target", "--config", str(publish_file), "--config", str(apply_file)])
+    assert made.exit_code == 0, made.output
+    assert made.output.count("created ") == 3, made.output
+    for kind, table in tables.items():
+        assert dst.describe_table(TableName=table)["Table"]["KeySchema"] == SCHEMAS[kind][0]
     publish, apply = ["--config", str(publish_file)], ["--config", str(apply_file)]
     log = tmp_path / "bridge.log"
     pub = start("bridge.cli.publish", publish, log)
     app = start("bridge.cli.apply", apply, log)
-    writer = Writer(src, tables, ops=420, seed=5)
+    # Paced, so both kills land while the tables are still being written.
+    writer = Writer(src, tables, ops=600, seed=5, rate=50)
     writer.start()
 
     def applied() -> list[int]:
@@ -47,9 +53,11 @@ def test_three_tables_in_one_process_survive_sigkill(
     try:
         wait_until("changes applied in every table", lambda: min(applied()) >= 3, timeout=120)
         pub = kill_and_restart(pub, "bridge.cli.publish", publish, log)
+        writing_at_kills = [writer.is_alive()]
         before = sum(applied())
         wait_until("more applied after the publisher's restart", lambda: sum(applied()) > before + 5, timeout=120)
         app = kill_and_restart(app, "bridge.cli.apply", apply, log)
+        writing_at_kills.append(writer.is_alive())
         writer.join(timeout=300)
         assert not writer.is_alive() and writer.error is None, writer.error
         deadline = time.monotonic() + 180
@@ -68,6 +76,7 @@ def test_three_tables_in_one_process_survive_sigkill(
         assert diff.identical, f"{tables[kind]}: {diff.count} keys differ\n{output[-3000:]}"
         assert diff.compared >= 10, (kind, diff.compared)
     assert codes == [0, 0], output[-3000:]  # SIGTERM drains every pipeline
+    assert writing_at_kills == [True, True]  # both kills landed mid-run
     assert f"source_tables {unique}-*: {tables['b']}, {tables['n']}, {tables['s']}" in output
     assert "guest:guest" not in output
     for table in tables.values():
