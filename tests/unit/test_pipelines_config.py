@@ -137,3 +137,21 @@ def test_daemons_refuse_an_unknown_pipeline(tmp_path: Path) -> None:
     result = CliRunner().invoke(publish, ["--config", str(f), "--pipeline", "zzz"])
     assert result.exit_code == ConfigError.exit_code
     assert "--pipeline zzz: no such pipeline" in result.output and "(pipelines: aaa)" in result.output
+
+
+def test_lag_figures_stay_with_their_pipelines_table() -> None:
+    import time
+
+    from bridge.change import Outcome
+    from bridge.observe import metrics
+    from bridge.observe.emf import REPLICATION_LATENCY, EmfWriter
+
+    a, b = EmfWriter("lag-table-a", "r"), EmfWriter("lag-table-b", "r")
+    try:
+        metrics.change_applied("lag-table-a", "o", int((time.time() - 2) * 1e6), Outcome.APPLIED)
+        (doc_a,), (doc_b,) = a.documents(), b.documents()
+        assert len(doc_a[REPLICATION_LATENCY]) == 1 and doc_a[REPLICATION_LATENCY][0] >= 2000
+        assert REPLICATION_LATENCY not in doc_b
+    finally:
+        a.close()
+        b.close()
