@@ -157,3 +157,36 @@ def test_an_existing_target_is_compared_never_changed(moto_endpoint: str, unique
     assert "key schema: source pk HASH S, sk RANGE S, target tenant HASH S, user_id RANGE N (breaks replication)" in (
         broken.output
     )
+
+
+def test_what_the_target_partition_refuses_is_left_out_and_said(moto_endpoint: str, unique: str) -> None:
+    """A partition without tags on CreateTable (refused as AWS refuses: ValidationException): the table is
+    created without them and a line says so. moto accepts everything, so a before-call hook refuses."""
+    from botocore.awsrequest import AWSResponse
+
+    from bridge.copy.schema import create_target, describe_schema
+
+    src = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    dst = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    _source(src, unique)
+    refused: list[str] = []
+
+    def no_tags(params: dict[str, Any], **_: Any) -> Any:
+        if b'"Tags"' not in params.get("body", b""):  # the JSON request body
+            return None
+        refused.append("Tags")
+        error = {"Code": "ValidationException", "Message": "Tags are not supported in this partition"}
+        return AWSResponse(params.get("url", ""), 400, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    dst.meta.events.register("before-call.dynamodb.CreateTable", no_tags)
+    source = describe_schema(src, unique)
+    assert source is not None and source.tags == {"team": "payments"}
+    skipped = create_target(dst, source, unique)
+    assert refused == ["Tags"]
+    assert skipped == ["Tags not set: the target refused it (ValidationException)"]
+    desc = dst.describe_table(TableName=unique)["Table"]
+    assert sorted(i["IndexName"] for i in desc["GlobalSecondaryIndexes"]) == ["by_email", "by_group"]
+    assert dst.list_tags_of_resource(ResourceArn=desc["TableArn"]).get("Tags", []) == []
