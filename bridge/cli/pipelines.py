@@ -52,6 +52,7 @@ def run_pipelines(
 ) -> list[Outcome]:
     """Run every pipeline in its own thread until ``stop`` (or, with ``until_idle``, until each drained)."""
     health = HealthSet()
+    health.expect([p.name for p in pipelines])
     server = MetricsServer(health, metrics[0], metrics[1]) if metrics is not None else None
     if server is not None:
         log.info("metrics on %s/metrics, probes on /healthz and /readyz (?pipeline=NAME)", server.url)

@@ -94,21 +94,29 @@ class HealthSet:
         self._lock = threading.Lock()
         self._members: dict[str, Health] = {}
         self._failed: dict[str, str] = {}
+        self._starting: set[str] = set()
+
+    def expect(self, names: list[str]) -> None:
+        """Pipelines about to start: not ready until each reports in (a probe before then must not pass)."""
+        with self._lock:
+            self._starting.update(names)
 
     def add(self, name: str, health: Health) -> None:
         with self._lock:
             self._members[name] = health
             self._failed.pop(name, None)
+            self._starting.discard(name)
 
     def failed(self, name: str, reason: str) -> None:
         """The pipeline could not start or stopped on an error (it is retried): not ready, with why."""
         with self._lock:
             self._failed[name] = reason
             self._members.pop(name, None)
+            self._starting.discard(name)
 
     def names(self) -> list[str]:
         with self._lock:
-            return sorted(self._members.keys() | self._failed.keys())
+            return sorted(self._members.keys() | self._failed.keys() | self._starting)
 
     def alive(self) -> tuple[bool, str]:
         with self._lock:
@@ -125,7 +133,7 @@ class HealthSet:
         if failed is not None:
             return False, f"failed: {failed}"
         if health is None:
-            return False, "not started"
+            return False, "starting"
         return health.ready()
 
     def ready(self) -> tuple[bool, str]:
