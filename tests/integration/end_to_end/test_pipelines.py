@@ -144,6 +144,9 @@ def test_a_failing_pipeline_does_not_stop_the_others(
         f"signing_key: {private}\ncheckpoint: {tmp_path / 'cp.sqlite'}\nquarantine_dir: {tmp_path / 'q'}\n"
         f"batch_max_wait: 0.05\nmetrics_port: {port}\n"
         f"pipelines:\n  - source_table: {good}\n  - name: late\n    source_table: {missing}\n"
+        # The same table over a broker that is not there: its own pipeline waits, the others go on.
+        f"  - name: nobroker\n    source_table: {good}\n"
+        f"    transport: amqp://guest:guest@127.0.0.1:{free_port()}//?queue={good}\n"
     )
     log = tmp_path / "publish.log"
     proc: subprocess.Popen[bytes] = start("bridge.cli.publish", ["--config", str(config)], log)
@@ -155,6 +158,9 @@ def test_a_failing_pipeline_does_not_stop_the_others(
         wait_until("the good pipeline's envelope", lambda: bool(got.extend(queue.receive(10, 0.5)) or got), 60)
         status, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 503 and f"late: failed: source table '{missing}' does not exist" in body, body
+        wait_until(
+            "the broker-less pipeline shown", lambda: "nobroker: " in _get(f"http://127.0.0.1:{port}/readyz")[1], 30
+        )
         assert _get(f"http://127.0.0.1:{port}/readyz?pipeline={good}")[0] == 200
         shown = CliRunner().invoke(admin, ["status", "--config", str(config)])
         assert f"pipeline {good}: publisher of {good}" in shown.output, shown.output
@@ -165,7 +171,7 @@ def test_a_failing_pipeline_does_not_stop_the_others(
         wait_until(
             "the late pipeline ready", lambda: _get(f"http://127.0.0.1:{port}/readyz?pipeline=late")[0] == 200, 60
         )
-        assert _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/readyz?pipeline=nobroker")[0] == 503
     finally:
         queue.close()
         proc.send_signal(signal.SIGTERM)
