@@ -179,6 +179,7 @@ class Applier:
         stop: threading.Event | None = None,
         health: Health | None = None,
         max_paused: float | None = None,
+        pause_scope: str = "apply",
     ) -> None:
         self.health = health or Health()
         self.health.register_loop("apply", max_interval_s=LOOP_MAX_INTERVAL_S)
@@ -211,7 +212,7 @@ class Applier:
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent envelope ids
         self._seen_max = 10_000
         self.health = health or Health()
-        self.pause = Pause("apply", self.health, max_paused_s=max_paused)
+        self.pause = Pause(pause_scope, self.health, max_paused_s=max_paused)  # a pipeline's name in its logs
         self._verified_once = False
         self._unknown_run = 0  # envelopes in a row signed by _unknown_key_id, since the last that verified
         self._unknown_key_id = ""

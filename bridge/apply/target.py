@@ -31,6 +31,7 @@ from typing import Any
 import botocore.exceptions
 
 from bridge.apply.itemsize import ITEM_LIMIT_BYTES, WRITE_TOKEN_CHARS, item_size
+from bridge.apply.keep import Keep
 from bridge.aws.errors import ErrorClass, classify, describe
 from bridge.change import Change, Image, Operation, Outcome, fingerprint, from_boto_image, to_boto_image
 from bridge.errors import ConfigError, ItemTooLargeError, PermanentApplyError, SystemicError, TransientApplyError
@@ -67,6 +68,7 @@ class TargetTable:
     # prevented (still applied: last-writer-wins makes them duplicates or stale).
     echo_counter: EchoCounter = field(default_factory=EchoCounter, compare=False)
     create: bool = True  # may the tombstone table be created (again, by a probe)?
+    keep: Keep | None = None  # exclude_mode keep: attributes a put leaves as the target holds them
 
     @property
     def echoes(self) -> int:
@@ -108,7 +110,9 @@ class TargetTable:
         tombstone_ttl_s: int = 14 * 86400,
         create: bool = True,
         local_origin: str | None = None,
+        keep: tuple[list[str] | None, list[str] | None] | None = None,
     ) -> TargetTable:
+        """``keep``: (exclude_attributes, include_attributes) whose target values puts keep."""
         try:
             desc = client.describe_table(TableName=table)["Table"]
         except client.exceptions.ResourceNotFoundException as exc:
@@ -118,6 +122,15 @@ class TargetTable:
                 raise SystemicError(f"cannot describe the target table {table!r}: {describe(exc)}") from exc
             raise TransientApplyError(f"cannot reach the target table {table!r}: {describe(exc)}") from exc
         key_names, key_types = _key_schema(desc)
+        kept = None
+        if keep is not None:
+            named = sorted(set(key_names) & set(keep[0] or ()))
+            if named:
+                raise ConfigError(
+                    f"exclude_attributes names key attribute {', '.join(named)} of table {table!r}:"
+                    " key attributes cannot be excluded"
+                )
+            kept = Keep.of(keep[0], keep[1], key_names, prefix)
         target = cls(
             client,
             table,
@@ -128,6 +141,7 @@ class TargetTable:
             tombstone_ttl_s,
             local_origin,
             create=create,
+            keep=kept,
         )
         target._ensure_tombstone_table(desc, create)
         return target
@@ -255,16 +269,19 @@ class TargetTable:
         item = to_boto_image(self.user_item(change.new_image))
         item[self.version_attr] = {"S": v}
         item[self.write_attr] = {"S": uuid.uuid4().hex[:WRITE_TOKEN_CHARS]}
-        self._refuse_oversize(item)
-        old = self._write(
-            self.client.put_item,
-            v,
-            TableName=self.table,
-            Item=item,
-            ReturnValues="ALL_OLD",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            **self._cond(v, op),
-        )
+        if self.keep is not None:
+            old = self._put_keeping(item, key, v, op)
+        else:
+            self._refuse_oversize(item)
+            old = self._write(
+                self.client.put_item,
+                v,
+                TableName=self.table,
+                Item=item,
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **self._cond(v, op),
+            )
         if isinstance(old, Outcome):
             return old
         if old:
@@ -285,6 +302,40 @@ class TargetTable:
             log.debug("undid a put older than its tombstone")
             return Outcome.STALE
         return Outcome.APPLIED
+
+    def _put_keeping(self, item: dict[str, Any], key: Image, v: str, op: str) -> dict[str, Any] | Outcome:
+        """The put of ``exclude_mode: keep`` (:mod:`bridge.apply.keep`): the target's kept attributes are
+        read, written back with the item, and the put is conditional on them being unchanged."""
+        assert self.keep is not None
+        for _ in range(5):
+            current = self._call(self.client.get_item, TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+            held = (current or {}).get(self.version_attr, {}).get("S")
+            if held is not None and (held > v or (held == v and op == "<")):
+                return Outcome.DUPLICATE if held == v else Outcome.STALE
+            merged = self.keep.merge(item, current)
+            self._refuse_oversize(merged)
+            version = self._cond(v, op)
+            kept_expr, kept_names, kept_values = self.keep.condition(current)
+            expr = f"({version['ConditionExpression']})" + (f" AND {kept_expr}" if kept_expr else "")
+            values = {**version.get("ExpressionAttributeValues", {}), **kept_values}
+            try:
+                return dict(
+                    self._call(
+                        self.client.put_item,
+                        TableName=self.table,
+                        Item=merged,
+                        ReturnValues="ALL_OLD",
+                        ConditionExpression=expr,
+                        ExpressionAttributeNames={**version["ExpressionAttributeNames"], **kept_names},
+                        **({"ExpressionAttributeValues": values} if values else {}),
+                    ).get("Attributes")
+                    or {}
+                )
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue  # the version or a kept attribute changed since the read: decide again
+        raise TransientApplyError("the item's kept attributes kept changing while it was being written; will retry")
 
     def _refuse_oversize(self, item: Image) -> None:
         size = item_size(item)

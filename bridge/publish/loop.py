@@ -23,6 +23,7 @@ from bridge.observe import Health, metrics
 from bridge.observe.pause import Pause
 from bridge.publish.batching import BatchLimits, record_size
 from bridge.publish.loopguard import LoopGuard
+from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
 from bridge.source.streams import StreamReader
@@ -84,12 +85,16 @@ class Publisher:
         ttl_deletes: str = "replicate",
         health: Health | None = None,
         max_paused: float | None = None,
+        projection: Projection | None = None,
+        pause_scope: str = "publish",
     ) -> None:
         self.health = health or Health()
         self.health.register_loop("publish", max_interval_s=LOOP_MAX_INTERVAL_S)
         self._metrics = metrics.publish_mirror(table)
         self.reader = reader
-        self.sender = Sender(transport, signer, parker, origin=origin, table=table, compression=compression)
+        self.sender = Sender(
+            transport, signer, parker, origin=origin, table=table, compression=compression, projection=projection
+        )
         self.parker = parker
         self.table = table
         self.key_names = key_names
@@ -104,7 +109,7 @@ class Publisher:
         self._buf = _Buffer()
         self._ended: set[str] = set()
         self.health = health or Health()
-        self.pause = Pause("publish", self.health, max_paused_s=max_paused)
+        self.pause = Pause(pause_scope, self.health, max_paused_s=max_paused)
 
     def run(self, until_idle: float | None = None) -> PublishStats:
         """Publish until stopped (then flush and checkpoint), or until idle for ``until_idle`` s."""
