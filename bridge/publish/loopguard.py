@@ -29,13 +29,15 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
-from bridge.errors import ApplyError, RecordError, SourceError
+from bridge.errors import ApplyError, ConfigError, RecordError, SourceError
 from bridge.source.records import wire_image
+from bridge.state.sqlite import open_durable
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,14 @@ class SqliteStore(MemoryStore):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS newest (token TEXT PRIMARY KEY, seen REAL, change BLOB)")
+        try:
+            # Durable like the checkpoint it is committed with: a memory older than its checkpoint
+            # after a power loss would leave a key overwritten just before it unrepaired.
+            self._db = open_durable(
+                Path(path), "CREATE TABLE IF NOT EXISTS newest (token TEXT PRIMARY KEY, seen REAL, change BLOB)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"loop guard memory {path}: cannot open: {exc}") from exc
         for token, seen, blob in self._db.execute("SELECT token, seen, change FROM newest"):
             change = Change.from_wire(orjson.loads(blob))
             self._committed[token] = (seen, change.version, change)

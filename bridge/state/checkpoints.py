@@ -34,6 +34,7 @@ from bridge.state.integrity import (
     refuse_tableless,
     refuse_unusable_file,
 )
+from bridge.state.sqlite import open_durable
 
 __all__ = [
     "Checkpoint",
@@ -103,18 +104,15 @@ class SqliteCheckpointStore:
             move_aside(self.path)
         existed = refuse_unusable_file(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE) so read-merge-write is atomic.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             if existed:
-                refuse_tableless(self._db, self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
+                with contextlib.closing(sqlite3.connect(self.path)) as db:
+                    refuse_tableless(db, self.path)
+            self._db = open_durable(
+                self.path,
                 "CREATE TABLE IF NOT EXISTS checkpoints ("
                 " stream_id TEXT NOT NULL, shard_id TEXT NOT NULL, sequence_number TEXT,"
                 " finished INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL, checksum TEXT,"
-                " PRIMARY KEY (stream_id, shard_id))"
+                " PRIMARY KEY (stream_id, shard_id))",
             )
             self._migrate()
         except sqlite3.Error as exc:
