@@ -24,7 +24,8 @@ from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
 from bridge.plugin.manager import open_transport
 from bridge.publish import BatchLimits, Publisher
-from bridge.publish.loopguard import LoopGuard, SqliteStore
+from bridge.publish.loop import RecordReader
+from bridge.publish.loopguard import LoopGuard, MemoryStore, SqliteStore
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
 from bridge.state.checkpoints import open_checkpoint_store
@@ -94,16 +95,30 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 
 
 def build_publisher(
-    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+    cfg: PublishConfig,
+    stop: threading.Event,
+    *,
+    measure_raw: bool = False,
+    reset_checkpoint: bool = False,
+    signer: Signer | None = None,
+    reader: RecordReader | None = None,
+    guard_store: MemoryStore | None = None,
 ) -> Publisher:
+    """The publisher of ``cfg``. The serverless handler passes its own ``signer`` (from SSM),
+    ``reader`` (the event's records) and ``guard_store`` (DynamoDB); the daemon builds them here."""
     health = Health()
-    signer = Signer.from_file(cfg.signing_key)
+    signer = signer or Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
-    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
-    reader = StreamReader(
-        side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
-    )
+    if reader is None:
+        store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
+        reader = StreamReader(
+            side.client("dynamodbstreams"),
+            stream_arn,
+            store,
+            start_position=cfg.start_position,
+            on_trimmed=cfg.on_trimmed,
+        )
     transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop, health)
     guard = None
     if cfg.active_active:
@@ -111,8 +126,10 @@ def build_publisher(
         local = TargetTable.open(
             side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix, tombstone_table=cfg.tombstone_table
         )
-        state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
-        guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
+        if guard_store is None:
+            state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
+            guard_store = SqliteStore(state)
+        guard = LoopGuard(local, cfg.origin_id, store=guard_store)
     return Publisher(
         reader,
         transport,
@@ -156,16 +173,29 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
     return ChangeApplier(open_target(cfg), stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
 
 
-def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+def build_applier(
+    cfg: ApplyConfig,
+    stop: threading.Event,
+    *,
+    on_applied: OnApplied | None = None,
+    trust: TrustStore | None = None,
+    target: TargetTable | None = None,
+    source: ReliableTransport | None = None,
+    parker: Parker | None = None,
+) -> Applier:
+    """The applier of ``cfg``. The serverless handler passes its own ``trust`` (from SSM), ``target``
+    (opened once per container), ``source`` (the event's messages) and ``parker``."""
     health = Health()
-    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
-    target = open_target(cfg)
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop, health)
+    trust = trust or TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
+    target = target or open_target(cfg)
+    if source is None or parker is None:
+        transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop, health)
+        source, parker = source or transport, parker or Parker(dlq, cfg.quarantine_dir)
     return Applier(
-        transport,
+        source,
         target,
         trust,
-        Parker(dlq, cfg.quarantine_dir),
+        parker,
         workers=cfg.workers,
         batch_messages=cfg.batch_messages,
         on_applied=on_applied,
