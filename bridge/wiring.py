@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -17,7 +17,6 @@ from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide, ErrorClass, classify, describe
 from bridge.config import ApplyConfig, PublishConfig
-from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError, SystemicError
@@ -32,6 +31,9 @@ from bridge.state.checkpoints import open_checkpoint_store
 from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
+
+if TYPE_CHECKING:  # imported where used: the bootstrap's progress display (rich) is no cost to the Lambda handlers
+    from bridge.copy.bootstrap import Bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,8 @@ def build_bootstrap(
     cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False
 ) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
+    from bridge.copy.bootstrap import Bootstrap
+
     if cfg.start_position == "latest":
         log.info(
             "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"

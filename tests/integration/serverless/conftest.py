@@ -105,9 +105,16 @@ class Side:
 
 @pytest.fixture
 def make_side(moto_endpoint: str, unique: str) -> Callable[..., Side]:
-    def make(region: str, *, stream: bool = True) -> Side:
+    def make(region: str, *, stream: bool = True, key: str | None = None) -> Side:
+        """``key``: a table keyed by one number attribute of that name, else the workload's schema."""
         table = f"{unique}-{region}"
-        create_table(client("dynamodb", moto_endpoint, region), table, stream=stream)
+        schema: dict[str, Any] = {}
+        if key is not None:
+            schema = {
+                "key_schema": [{"AttributeName": key, "KeyType": "HASH"}],
+                "attributes": [{"AttributeName": key, "AttributeType": "N"}],
+            }
+        create_table(client("dynamodb", moto_endpoint, region), table, stream=stream, **schema)
         signer = Signer.from_seed(region.encode().ljust(32, b"k")[:32])
         side = Side(moto_endpoint, region, table, f"{unique}/{region}", signer)
         side.client("ssm").put_parameter(
