@@ -135,6 +135,9 @@ main.add_command(bench)
 from bridge.cli.status import status  # noqa: E402 - registered last, beside its command
 
 main.add_command(status)
+from bridge.cli.package_lambda import package_lambda  # noqa: E402 - registered last, beside its command
+
+main.add_command(package_lambda)
 
 
 if __name__ == "__main__":
