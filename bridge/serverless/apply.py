@@ -62,6 +62,9 @@ class EventTransport(Transport):
 class EventParker(Parker):
     """Turns retrying records into items of the response; parks the rest on the parked queue only."""
 
+    # A container's disk goes with it: a refused record fails the batch, which the mapping brings back.
+    local_fallback = False
+
     def __init__(self, parked: ReliableTransport, max_receives: int) -> None:
         super().__init__(None, Path("/nonexistent"), parked=parked)
         self.max_receives = max_receives
@@ -89,10 +92,6 @@ class EventParker(Parker):
                 continue
             terminal.append(record)
         super().park_all(terminal)
-
-    def _write_local(self, name: str, body: bytes) -> None:
-        # A container's disk goes with it: fail the batch, so the mapping brings the messages back.
-        raise TransportError(f"the parked destination refused failure record {name}; the batch will be retried")
 
 
 class ApplyFunction:

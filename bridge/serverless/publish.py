@@ -60,6 +60,8 @@ class PublishFunction:
         self.publisher: Publisher = build_publisher(
             cfg, stop, signer=load_signer(cfg.signing_key), reader=self.reader, guard_store=self.guard_store
         )
+        # A container's disk goes with it: a record the parked queue refuses fails the batch instead.
+        self.publisher.parker.local_fallback = False
 
     def handle(self, event: Any) -> dict[str, Any]:
         records = events.records(event)

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.change import Operation
 from bridge.envelope import Batch, Compression, Signer, TrustStore, decode, encode
-from bridge.errors import ConfigError, SystemicError
+from bridge.errors import ConfigError, SystemicError, TransportError
 from bridge.plugin.manager import open_transport
 from bridge.source.records import parse_record
 from tests.helpers import drain_failures
@@ -140,3 +140,15 @@ def test_a_key_file_is_refused_naming_the_setting(make_side: Callable[..., Side]
     publish = source.publisher(staging, signing_key="/var/task/bridge.key")
     with pytest.raises(ConfigError, match="signing_key: the serverless form reads keys from ssm"):
         publish({"Records": []})
+
+
+def test_a_refused_park_fails_the_batch_instead_of_writing_to_the_container_disk(
+    make_side: Callable[..., Side], unique: str, tmp_path: Path
+) -> None:
+    target = make_side("us-east-2")
+    target.trust("someone", Signer.from_seed(b"s" * 32))
+    missing = f"sqs://{unique}-nowhere?region=us-east-2&endpoint_url={target.endpoint}&create=false"
+    apply = target.applier(f"kinesis://{unique}?region=us-east-2", missing, quarantine_dir=str(tmp_path))
+    with pytest.raises(TransportError, match="no safe local disk"):
+        apply(event("kinesis-event.json"))
+    assert list(tmp_path.iterdir()) == []
