@@ -77,17 +77,16 @@ class PublishFunction:
         except (SystemicError, ConfigError):
             raise  # the whole batch again, later: nothing is parked for a failure every record meets
         except BridgeError as exc:
-            first = self._first_unconfirmed(records)
+            first = first_unconfirmed(records, self.reader.confirmed)
             if first is None:
                 raise  # no sequence number to name: the mapping retries the whole batch
             log.warning("publish failed at sequence number %s (%s); the mapping retries from there", first, exc)
             return events.response([first])
         return events.response([])
 
-    def _first_unconfirmed(self, records: list[dict[str, Any]]) -> str | None:
-        confirmed = self.reader.confirmed
-        start = 0
-        if confirmed is not None:
-            seqs = [events.sequence_number(r) for r in records]
-            start = len(seqs) - seqs[::-1].index(confirmed) if confirmed in seqs else 0
-        return events.sequence_number(records[start]) if start < len(records) else None
+
+def first_unconfirmed(records: list[dict[str, Any]], confirmed: str | None) -> str | None:
+    """The sequence number the mapping must resume at: the record after the last confirmed one."""
+    seqs = [events.sequence_number(r) for r in records]
+    start = len(seqs) - seqs[::-1].index(confirmed) if confirmed is not None and confirmed in seqs else 0
+    return seqs[start] if start < len(seqs) else None
