@@ -46,7 +46,12 @@ class Side:
 
     def aws_env(self) -> dict[str, str]:
         # The function's own region and the emulator's endpoints for what it reads itself (SSM).
-        return {"AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL_SSM": self.endpoint}
+        return {
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL_SSM": self.endpoint,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.endpoint,
+        }
 
     def publisher(self, transport: str, **settings: str) -> Function:
         env = {
