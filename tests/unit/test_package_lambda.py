@@ -47,6 +47,8 @@ def test_the_zip_imports_both_handlers_alone(tmp_path: Path) -> None:
         names = zf.namelist()
         zf.extractall(root)
     assert "bridge/serverless/handlers.py" in names
+    # bytecode for this Python: /var/task is read-only, so without it every cold start compiles everything
+    assert f"bridge/serverless/__pycache__/handlers.{sys.implementation.cache_tag}.pyc" in names
     keys = [n for n in names if n.endswith(".key") or (n.endswith(".pem") and not n.endswith("cacert.pem"))]
     assert keys == [], "no key material in the package (CA bundles only)"
     assert not any(n.startswith(("click/", "rich/", "moto/")) for n in names)
