@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from bridge.config import ApplyConfig, PublishConfig, load
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError, KeyFileError
 from bridge.observe.emf import EmfWriter
 from bridge.serverless.apply import ApplyFunction
 from bridge.serverless.publish import PublishFunction
@@ -36,7 +36,7 @@ DEADLINE_MARGIN_S = 10.0
 
 _stop = threading.Event()
 _built: dict[str, Any] = {}  # "publish" / "apply" -> (function, EMF writer)
-_config_error: dict[str, ConfigError] = {}
+_config_error: dict[str, ConfigError | KeyFileError] = {}
 
 
 def publish_handler(event: Any, context: Any) -> dict[str, Any]:
@@ -65,9 +65,12 @@ def _container(
         cfg = load(model, None, {}, dict(os.environ))
         logging.getLogger("bridge").setLevel(cfg.log_level)
         function = build(cfg, _stop)
-    except ConfigError as exc:
+    except (ConfigError, KeyFileError) as exc:
         log.error("%s function not configured: %s", role, exc)  # one line, naming the setting
         _config_error[role] = exc
+        raise
+    except BridgeError as exc:  # e.g. SSM throttled, table unreachable: the next invocation tries again
+        log.error("%s function could not start: %s", role, exc)
         raise
     table = cfg.source_table if isinstance(cfg, PublishConfig) else cfg.target_table
     replica = cfg.origin_id if isinstance(cfg, PublishConfig) else (cfg.origin or cfg.target_region)

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.change import Operation
 from bridge.envelope import Batch, Compression, Signer, TrustStore, decode, encode
-from bridge.errors import ConfigError, SystemicError, TransportError
+from bridge.errors import ConfigError, KeyFileError, SystemicError, TransportError
 from bridge.plugin.manager import open_transport
 from bridge.source.records import parse_record
 from tests.helpers import drain_failures
@@ -152,3 +152,18 @@ def test_a_refused_park_fails_the_batch_instead_of_writing_to_the_container_disk
     with pytest.raises(TransportError, match="no safe local disk"):
         apply(event("kinesis-event.json"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_parameter_that_holds_no_key_is_a_key_error_naming_it(
+    make_side: Callable[..., Side], unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = make_side("eu-central-1", key="Id")
+    source.client("ssm").put_parameter(Name=f"/{unique}/garbage", Value="not a key", Type="SecureString")
+    staging, _ = source.sqs(f"{unique}-staging")
+    publish = source.publisher(staging, signing_key=f"ssm:/{unique}/garbage")
+    caplog.set_level(logging.ERROR, logger="bridge")
+    for _ in range(2):
+        with pytest.raises(KeyFileError, match=f"ssm:/{unique}/garbage"):
+            publish({"Records": []})
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    assert "not a key" not in caplog.text  # the parameter's value is never logged
