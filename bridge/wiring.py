@@ -9,7 +9,7 @@ import fnmatch
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -19,14 +19,14 @@ from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide, ErrorClass, classify, describe
 from bridge.aws.errors import failure
 from bridge.config import ApplyConfig, Pipeline, PublishConfig, refuse_shared_transports
-from bridge.copy.bootstrap import Bootstrap
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
 from bridge.plugin.manager import PluginSet, plugin_set
 from bridge.publish import BatchLimits, Publisher
-from bridge.publish.loopguard import LoopGuard, SqliteStore
+from bridge.publish.loop import RecordReader
+from bridge.publish.loopguard import LoopGuard, MemoryStore, SqliteStore
 from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
@@ -35,6 +35,9 @@ from bridge.state.namespace import namespaced
 from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
+
+if TYPE_CHECKING:  # imported where used: the bootstrap's progress display (rich) is no cost to the Lambda handlers
+    from bridge.copy.bootstrap import Bootstrap
 
 log = logging.getLogger(__name__)
 TOMBSTONES = "-bridge-tombstones"
@@ -114,19 +117,29 @@ def build_publisher(
     reset_checkpoint: bool = False,
     plugins: PluginSet | None = None,
     namespace: str | None = None,
+    signer: Signer | None = None,
+    reader: RecordReader | None = None,
+    guard_store: MemoryStore | None = None,
 ) -> Publisher:
-    """``namespace``: a listed pipeline's name, under which its checkpoints are kept (bridge.state.namespace)."""
+    """The publisher of ``cfg``. ``namespace``: a listed pipeline's name, under which its checkpoints
+    are kept (bridge.state.namespace). The serverless handler passes its own ``signer`` (from SSM),
+    ``reader`` (the event's records) and ``guard_store`` (DynamoDB); the daemon builds them here."""
     health = Health()
-    signer = Signer.from_file(cfg.signing_key)
+    signer = signer or Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
     projection = projection_of(cfg, key_names, cfg.source_table)  # refused before anything is opened
-    store = namespaced(
-        open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint), namespace
-    )
-    reader = StreamReader(
-        side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
-    )
+    if reader is None:
+        store = namespaced(
+            open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint), namespace
+        )
+        reader = StreamReader(
+            side.client("dynamodbstreams"),
+            stream_arn,
+            store,
+            start_position=cfg.start_position,
+            on_trimmed=cfg.on_trimmed,
+        )
     transport, parker = _transports(
         plugins, cfg.transport, cfg.dead_letter, "publish", stop, cfg.quarantine_dir, health
     )
@@ -136,10 +149,12 @@ def build_publisher(
         local = TargetTable.open(
             side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix, tombstone_table=cfg.tombstone_table
         )
-        state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
-        if namespace:
-            state = state.removesuffix(".guard").removesuffix(".sqlite") + f".{namespace}.guard"
-        guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
+        if guard_store is None:
+            state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
+            if namespace:
+                state = state.removesuffix(".guard").removesuffix(".sqlite") + f".{namespace}.guard"
+            guard_store = SqliteStore(state)
+        guard = LoopGuard(local, cfg.origin_id, store=guard_store)
     return Publisher(
         reader,
         transport,
@@ -198,16 +213,24 @@ def build_applier(
     on_applied: OnApplied | None = None,
     name: str | None = None,
     plugins: PluginSet | None = None,
+    trust: TrustStore | None = None,
+    target: TargetTable | None = None,
+    source: ReliableTransport | None = None,
+    parker: Parker | None = None,
 ) -> Applier:
-    """``name``: a listed pipeline's, naming its pause in readiness and logs."""
+    """The applier of ``cfg``. ``name``: a listed pipeline's, naming its pause in readiness and logs.
+    The serverless handler passes its own ``trust`` (from SSM), ``target`` (opened once per
+    container), ``source`` (the event's messages) and ``parker``."""
     health = Health()
-    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
-    target = open_target(cfg)
-    transport, parker = _transports(
-        plugins, cfg.transport, cfg.dead_letter, "consume", stop, cfg.quarantine_dir, health
-    )
+    trust = trust or TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
+    target = target or open_target(cfg)
+    if source is None or parker is None:
+        transport, own_parker = _transports(
+            plugins, cfg.transport, cfg.dead_letter, "consume", stop, cfg.quarantine_dir, health
+        )
+        source, parker = source or transport, parker or own_parker
     return Applier(
-        transport,
+        source,
         target,
         trust,
         parker,
@@ -253,6 +276,8 @@ def build_bootstrap(
     cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False, namespace: str | None = None
 ) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
+    from bridge.copy.bootstrap import Bootstrap
+
     if cfg.start_position == "latest":
         log.info(
             "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"

@@ -374,6 +374,11 @@ class Applier:
                 + (" start" if not self._verified_once else f" {self._unknown_run} in a row")
             )
 
+    def forget_envelopes(self) -> None:
+        """Forget which envelopes were applied: for a caller whose event source will deliver some of
+        them again and must see them applied (the serverless handler, between two batches)."""
+        self._seen.clear()
+
     def _remember(self, envelope_id: str) -> None:
         self._seen[envelope_id] = None
         self._seen.move_to_end(envelope_id)

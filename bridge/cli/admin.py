@@ -147,6 +147,9 @@ main.add_command(status)
 from bridge.cli.init_target import init_target  # noqa: E402 - registered last, beside its command
 
 main.add_command(init_target)
+from bridge.cli.package_lambda import package_lambda  # noqa: E402 - registered last, beside its command
+
+main.add_command(package_lambda)
 
 
 if __name__ == "__main__":

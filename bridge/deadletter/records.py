@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bridge.errors import BridgeError, DecodeError
+from bridge.errors import BridgeError, DecodeError, TransportError
 from bridge.transport import Opener, OutgoingMessage, Transport, TransportURL, content_id
 from bridge.transport.reliable import ReliableTransport
 
@@ -220,6 +220,10 @@ class Parker:
     """Puts failure records somewhere safe: retrying ones on the retry queue, parked and
     quarantined ones on the parked queue beside it, else the local quarantine directory."""
 
+    #: False where the local disk is not safe (a Lambda container's dies with it): a record the
+    #: queue refused then raises :class:`TransportError`, so the caller keeps the original.
+    local_fallback = True
+
     def __init__(
         self,
         dlq: ReliableTransport | None,
@@ -314,6 +318,10 @@ class Parker:
         return list(groups.values())
 
     def _write_local(self, name: str, body: bytes) -> None:
+        if not self.local_fallback:
+            raise TransportError(
+                f"the dead-letter queue refused failure record {name}, and there is no safe local disk"
+            )
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         path = self.quarantine_dir / f"{name}{LOCAL_SUFFIX}"
         tmp = path.with_suffix(".tmp")

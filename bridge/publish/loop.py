@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -26,12 +26,23 @@ from bridge.publish.loopguard import LoopGuard
 from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
-from bridge.source.streams import StreamReader
+from bridge.source.streams import ShardRead
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
 # A turn may wait on a broker that is reconnecting (retried until stopped): readiness says so sooner.
 LOOP_MAX_INTERVAL_S = 300.0
+
+
+class RecordReader(Protocol):
+    """Where records come from and where confirmed positions go: the daemon's
+    :class:`~bridge.source.streams.StreamReader`, or the serverless handler's event."""
+
+    def poll(self, limit: int = ...) -> list[ShardRead]: ...
+
+    def confirm(self, shard_id: str, sequence_number: str | None, ended: bool = False) -> None: ...
+
+    def rewind(self) -> None: ...
 
 
 @dataclass
@@ -68,7 +79,7 @@ class _Buffer:
 class Publisher:
     def __init__(
         self,
-        reader: StreamReader,
+        reader: RecordReader,
         transport: ReliableTransport,
         signer: Signer,
         parker: Parker,
@@ -165,6 +176,26 @@ class Publisher:
         while self._due():
             self.flush()
         return got
+
+    def publish_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        """Publish ``records`` (one shard, in order) now, confirming each flushed prefix to the reader.
+
+        The serverless handler's whole turn: the event source delivered the records, and what the
+        reader was told is confirmed is all that may be skipped on a retry. On any error what was
+        read and not confirmed is forgotten (the event source sends it again), and so is the loop
+        guard's memory of it.
+        """
+        try:
+            self._take(shard_id, records)
+            while self._buf.items:
+                self.flush()
+        except BaseException:
+            self._buf = _Buffer()
+            if self.guard is not None:
+                self.guard.store.rollback()
+            raise
+        finally:
+            self._metrics.sync(self.stats)
 
     def _stop_line(self, exc: SystemicError) -> None:
         """Forget what was read and not confirmed, as a restart would: after the pause the reader

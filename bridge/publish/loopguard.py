@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
+from bridge.aws import ErrorClass, classify, describe
 from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
-from bridge.errors import ApplyError, ConfigError, RecordError, SourceError
+from bridge.errors import ApplyError, ConfigError, RecordError, SourceError, SystemicError
 from bridge.source.records import wire_image
 from bridge.state.sqlite import open_durable
 
@@ -124,6 +126,79 @@ class SqliteStore(MemoryStore):
             self._db.executemany("INSERT OR REPLACE INTO newest VALUES (?, ?, ?)", rows)
             self._db.execute("DELETE FROM newest WHERE seen < ?", (older_than,))
         super().commit(older_than)
+
+
+class DynamoDBStore(MemoryStore):
+    """:class:`MemoryStore` kept in the DynamoDB checkpoint table (``dynamodb://TABLE``), for
+    publishers without a disk of their own: the serverless handler, whose containers come and go.
+
+    One item per key (hash key ``guard|TABLE|KEY TOKEN``) beside the checkpoints. Nothing is cached
+    across :meth:`begin` calls: another container may have seen the key since (a shard's batches
+    go to whichever container is free), so each batch reads what it needs, strongly consistent.
+    Items carry ``expires_at`` (epoch s) for the table's TTL; an expired one is ignored on read.
+    """
+
+    def __init__(self, client: Any, table_name: str, scope: str, horizon_s: float = 600.0) -> None:
+        super().__init__()
+        from bridge.state.checkpoints import DynamoDBCheckpointStore
+
+        self._client = client
+        self._table = table_name
+        self._hash = DynamoDBCheckpointStore.HASH_KEY
+        self._prefix = f"guard|{scope}|"
+        self._horizon_s = horizon_s
+
+    def begin(self) -> None:
+        """A new batch: forget what was read for the last one."""
+        self._pending.clear()
+        self._committed.clear()
+
+    def get(self, token: str) -> Remembered | None:
+        known = super().get(token)
+        if known is not None:
+            return known
+        try:
+            item = self._client.get_item(
+                TableName=self._table, Key={self._hash: {"S": self._prefix + token}}, ConsistentRead=True
+            ).get("Item")
+        except (BotoCoreError, ClientError) as exc:  # the record is fine, the store is not
+            raise _store_error("read", self._table, exc) from exc
+        if item is None or float(item["seen"]["N"]) < time.time() - self._horizon_s:
+            return None
+        change = Change.from_wire(orjson.loads(item["change"]["B"]))
+        value = (float(item["seen"]["N"]), change.version, change)
+        self._committed[token] = value
+        return value
+
+    def commit(self, older_than: float) -> None:
+        rows = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        self._hash: {"S": self._prefix + token},
+                        "seen": {"N": f"{seen:.6f}"},
+                        "expires_at": {"N": str(int(seen + self._horizon_s) + 1)},
+                        "change": {"B": orjson.dumps(change.to_wire())},
+                    }
+                }
+            }
+            for token, (seen, _, change) in self._pending.items()
+        ]
+        try:
+            for start in range(0, len(rows), 25):  # BatchWriteItem takes 25 items
+                request = {self._table: rows[start : start + 25]}
+                while request:
+                    request = self._client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+        except (BotoCoreError, ClientError) as exc:
+            raise _store_error("save", self._table, exc) from exc
+        self._committed.update(self._pending)
+        self._pending.clear()
+
+
+def _store_error(action: str, table: str, exc: Exception) -> Exception:
+    """Table gone or access refused stops the line; anything else fails this batch only."""
+    what = f"cannot {action} the loop guard's memory in {table}: {describe(exc)}"
+    return SystemicError(what) if classify(exc) is ErrorClass.SYSTEMIC else SourceError(what)
 
 
 class LoopGuard:
