@@ -26,11 +26,12 @@ from bridge.observe import Health
 from bridge.plugin.manager import PluginSet, plugin_set
 from bridge.publish import BatchLimits, Publisher
 from bridge.publish.loop import RecordReader
-from bridge.publish.loopguard import LoopGuard, MemoryStore, SqliteStore
+from bridge.publish.loopguard import LoopGuard
 from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
 from bridge.state.checkpoints import open_checkpoint_store
+from bridge.state.guard_memory import MemoryStore, SqliteStore
 from bridge.state.namespace import namespaced
 from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL

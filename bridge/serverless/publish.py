@@ -17,10 +17,10 @@ from bridge.config import PublishConfig
 from bridge.errors import BridgeError, ConfigError, SystemicError
 from bridge.observe import metrics
 from bridge.publish import Publisher
-from bridge.publish.loopguard import DynamoDBStore
 from bridge.serverless import events
 from bridge.serverless.secrets import load_signer
 from bridge.source.streams import ShardRead
+from bridge.state.guard_memory import DynamoDBStore
 from bridge.wiring import aws_side, build_publisher
 
 log = logging.getLogger(__name__)

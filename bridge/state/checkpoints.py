@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from bridge.errors import ConfigError, SourceError
+from bridge.aws.errors import failure
+from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.state.integrity import (
     FORMAT,
     RESET_HINT,
@@ -223,8 +224,9 @@ class DynamoDBCheckpointStore:
         self.table_name = table_name
         self._ensure_table(create)
 
-    def _fail(self, action: str, exc: Exception) -> SourceError:
-        return SourceError(f"checkpoint table {self.table_name!r}: cannot {action}: {exc}")
+    def _fail(self, action: str, exc: Exception) -> BridgeError:
+        # The one AWS policy: a missing table or refused access concerns every checkpoint (the line pauses).
+        return failure(exc, f"checkpoint table {self.table_name!r}: cannot {action}", SourceError)
 
     def _ensure_table(self, create: bool) -> None:
         try:

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import ConfigError, SourceError
+from bridge.aws.errors import failure
+from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.state.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore, open_checkpoint_store
 from bridge.state.sqlite import open_durable
 
@@ -97,8 +98,8 @@ class DynamoDBScanProgress:
         self._client = client
         self.table_name = table_name
 
-    def _fail(self, action: str, exc: Exception) -> SourceError:
-        return SourceError(f"progress table {self.table_name!r}: cannot {action}: {exc}")
+    def _fail(self, action: str, exc: Exception) -> BridgeError:
+        return failure(exc, f"progress table {self.table_name!r}: cannot {action}", SourceError)
 
     def load(self, run: str) -> dict[str, Doc]:
         result: dict[str, Doc] = {}

@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "bridge.observe": {"bridge.errors"},
     "bridge.change": {"bridge.errors"},
     "bridge.config": {"bridge.errors"},
-    "bridge.state": {"bridge.errors", "bridge.observe"},
+    # The stores of the publish side; AWS errors go through the one policy of bridge.aws.
+    "bridge.state": {"bridge.errors", "bridge.observe", "bridge.change", "bridge.aws"},
     "bridge.transport": {"bridge.errors", "bridge.observe"},
     "bridge.plugin": {"bridge", "bridge.errors", "bridge.transport"},
     "bridge.envelope": BASE,

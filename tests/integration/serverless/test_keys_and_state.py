@@ -13,8 +13,8 @@ from bridge.change import Change, Operation, Version
 from bridge.envelope import Scope, Signer, TrustStore, decode
 from bridge.errors import RecoverableTransportError
 from bridge.plugin.manager import open_transport
-from bridge.publish.loopguard import DynamoDBStore
 from bridge.serverless.secrets import load_trust
+from bridge.state.guard_memory import DynamoDBStore
 from tests.integration.serverless.conftest import Side
 from tests.integration.serverless.test_handlers import event
 
