@@ -5,10 +5,11 @@ Shared by the CLI, the demo and the tests, so all three run the same objects.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -16,35 +17,51 @@ from bridge.apply.loop import Applier, ApplyStats, ChangeApplier, OnApplied
 from bridge.apply.retry import RetryPolicy
 from bridge.apply.target import TargetTable
 from bridge.aws import AwsSide, ErrorClass, classify, describe
-from bridge.config import ApplyConfig, PublishConfig
-from bridge.copy.bootstrap import Bootstrap
+from bridge.aws.errors import failure
+from bridge.config import ApplyConfig, Pipeline, PublishConfig, refuse_shared_transports
 from bridge.deadletter.records import Parker
 from bridge.envelope import Compression, Scope, Signer, TrustStore
 from bridge.errors import ConfigError, SourceError, SystemicError
 from bridge.observe import Health
-from bridge.plugin.manager import open_transport
+from bridge.plugin.manager import PluginSet, plugin_set
 from bridge.publish import BatchLimits, Publisher
-from bridge.publish.loopguard import LoopGuard, SqliteStore
+from bridge.publish.loop import RecordReader
+from bridge.publish.loopguard import LoopGuard
+from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.streams import StreamReader
 from bridge.state.checkpoints import open_checkpoint_store
+from bridge.state.guard_memory import MemoryStore, SqliteStore
+from bridge.state.namespace import namespaced
 from bridge.state.scan_progress import open_scan_progress
 from bridge.transport import TransportURL
 from bridge.transport.reliable import ReliableTransport
 
+if TYPE_CHECKING:  # imported where used: the bootstrap's progress display (rich) is no cost to the Lambda handlers
+    from bridge.copy.bootstrap import Bootstrap
+
 log = logging.getLogger(__name__)
+TOMBSTONES = "-bridge-tombstones"
 
 
 def _transports(
-    url: str, dead_letter: str | None, role: str, stop: threading.Event, health: Health | None = None
-) -> tuple[ReliableTransport, ReliableTransport]:
-    main = open_transport(url, role)
+    plugins: PluginSet | None,
+    url: str,
+    dead_letter: str | None,
+    role: str,
+    stop: threading.Event,
+    quarantine_dir: Path,
+    health: Health | None = None,
+) -> tuple[ReliableTransport, Parker]:
+    """The main transport and the parker over its dead-letter queue, opened through ``plugins``
+    (the process's plugin set unless the caller built its own)."""
+    plugins = plugins or plugin_set()
+    main = plugins.open(url, role)
     dlq_url = TransportURL.parse(dead_letter) if dead_letter else main.dead_letter_url()
-    dlq = open_transport(dlq_url, "dlq")
-    reliable = ReliableTransport(main, stop=stop), ReliableTransport(dlq, stop=stop)
+    reliable = ReliableTransport(main, stop=stop), ReliableTransport(plugins.open(dlq_url, "dlq"), stop=stop)
     for transport in reliable:
         transport.health = health
-    return reliable
+    return reliable[0], Parker(reliable[1], quarantine_dir, opener=plugins.open)
 
 
 def aws_side(cfg: PublishConfig | ApplyConfig, which: str, **extra: Any) -> AwsSide:
@@ -94,30 +111,56 @@ def describe_source(client: Any, table: str, *, old_images: bool = False) -> tup
 
 
 def build_publisher(
-    cfg: PublishConfig, stop: threading.Event, *, measure_raw: bool = False, reset_checkpoint: bool = False
+    cfg: PublishConfig,
+    stop: threading.Event,
+    *,
+    measure_raw: bool = False,
+    reset_checkpoint: bool = False,
+    plugins: PluginSet | None = None,
+    namespace: str | None = None,
+    signer: Signer | None = None,
+    reader: RecordReader | None = None,
+    guard_store: MemoryStore | None = None,
 ) -> Publisher:
+    """The publisher of ``cfg``. ``namespace``: a listed pipeline's name, under which its checkpoints
+    are kept (bridge.state.namespace). The serverless handler passes its own ``signer`` (from SSM),
+    ``reader`` (the event's records) and ``guard_store`` (DynamoDB); the daemon builds them here."""
     health = Health()
-    signer = Signer.from_file(cfg.signing_key)
+    signer = signer or Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
     key_names, stream_arn = describe_source(side.client("dynamodb"), cfg.source_table, old_images=cfg.active_active)
-    store = open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint)
-    reader = StreamReader(
-        side.client("dynamodbstreams"), stream_arn, store, start_position=cfg.start_position, on_trimmed=cfg.on_trimmed
+    projection = projection_of(cfg, key_names, cfg.source_table)  # refused before anything is opened
+    if reader is None:
+        store = namespaced(
+            open_checkpoint_store(cfg.checkpoint, lambda: side.client("dynamodb"), reset=reset_checkpoint), namespace
+        )
+        reader = StreamReader(
+            side.client("dynamodbstreams"),
+            stream_arn,
+            store,
+            start_position=cfg.start_position,
+            on_trimmed=cfg.on_trimmed,
+        )
+    transport, parker = _transports(
+        plugins, cfg.transport, cfg.dead_letter, "publish", stop, cfg.quarantine_dir, health
     )
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "publish", stop, health)
     guard = None
     if cfg.active_active:
         # The same table bridge-apply writes to: its tombstones tell our deletes from the application's.
         local = TargetTable.open(
             side.client("dynamodb"), cfg.source_table, prefix=cfg.attribute_prefix, tombstone_table=cfg.tombstone_table
         )
-        state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
-        guard = LoopGuard(local, cfg.origin_id, store=SqliteStore(state))
+        if guard_store is None:
+            state = cfg.checkpoint + ".guard" if "://" not in cfg.checkpoint else "bridge-guard.sqlite"
+            if namespace:
+                state = state.removesuffix(".guard").removesuffix(".sqlite") + f".{namespace}.guard"
+            guard_store = SqliteStore(state)
+        guard = LoopGuard(local, cfg.origin_id, store=guard_store)
     return Publisher(
         reader,
         transport,
         signer,
-        Parker(dlq, cfg.quarantine_dir),
+        parker,
         table=cfg.source_table,
         key_names=key_names,
         origin=cfg.origin_id,
@@ -130,7 +173,14 @@ def build_publisher(
         ttl_deletes=cfg.ttl_deletes,
         health=health,
         max_paused=cfg.max_paused,
+        projection=projection,
+        pause_scope=f"{namespace} publish" if namespace else "publish",
     )
+
+
+def projection_of(cfg: PublishConfig | ApplyConfig, key_names: tuple[str, ...], table: str) -> Projection | None:
+    """The attributes a pipeline ships; an excluded key attribute is refused here, at start."""
+    return Projection.of(cfg.exclude_attributes, cfg.include_attributes, key_names, table)
 
 
 def open_target(cfg: ApplyConfig) -> TargetTable:
@@ -144,6 +194,7 @@ def open_target(cfg: ApplyConfig) -> TargetTable:
         tombstone_ttl_s=int(cfg.tombstone_ttl_days * 86400),
         create=cfg.create,
         local_origin=cfg.origin or cfg.target_region,
+        keep=(cfg.exclude_attributes, cfg.include_attributes) if cfg.exclude_mode == "keep" else None,
     )
 
 
@@ -156,16 +207,34 @@ def build_change_applier(cfg: ApplyConfig, stats: ApplyStats) -> ChangeApplier:
     return ChangeApplier(open_target(cfg), stats, workers=cfg.workers, transient_retries=cfg.transient_retries)
 
 
-def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnApplied | None = None) -> Applier:
+def build_applier(
+    cfg: ApplyConfig,
+    stop: threading.Event,
+    *,
+    on_applied: OnApplied | None = None,
+    name: str | None = None,
+    plugins: PluginSet | None = None,
+    trust: TrustStore | None = None,
+    target: TargetTable | None = None,
+    source: ReliableTransport | None = None,
+    parker: Parker | None = None,
+) -> Applier:
+    """The applier of ``cfg``. ``name``: a listed pipeline's, naming its pause in readiness and logs.
+    The serverless handler passes its own ``trust`` (from SSM), ``target`` (opened once per
+    container), ``source`` (the event's messages) and ``parker``."""
     health = Health()
-    trust = TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
-    target = open_target(cfg)
-    transport, dlq = _transports(cfg.transport, cfg.dead_letter, "consume", stop, health)
+    trust = trust or TrustStore.load(cfg.trusted_keys, accept=Scope.of(cfg.accepted_tables, cfg.accept_origins))
+    target = target or open_target(cfg)
+    if source is None or parker is None:
+        transport, own_parker = _transports(
+            plugins, cfg.transport, cfg.dead_letter, "consume", stop, cfg.quarantine_dir, health
+        )
+        source, parker = source or transport, parker or own_parker
     return Applier(
-        transport,
+        source,
         target,
         trust,
-        Parker(dlq, cfg.quarantine_dir),
+        parker,
         workers=cfg.workers,
         batch_messages=cfg.batch_messages,
         on_applied=on_applied,
@@ -174,6 +243,7 @@ def build_applier(cfg: ApplyConfig, stop: threading.Event, *, on_applied: OnAppl
         retry_policy=retry_policy(cfg),
         health=health,
         max_paused=cfg.max_paused,
+        pause_scope=f"{name} apply" if name else "apply",
     )
 
 
@@ -187,25 +257,38 @@ def build_sender(
     table: str,
     stop: threading.Event,
     compression: str = "zstd",
+    projection: Projection | None = None,
+    plugins: PluginSet | None = None,
 ) -> Sender:
     """A sender of its own (connections included): the bootstrap's worker threads and ``verify --repair``."""
-    transport, dlq = _transports(transport_url, dead_letter, "publish", stop)
+    transport, parker = _transports(plugins, transport_url, dead_letter, "publish", stop, quarantine_dir)
     return Sender(
-        transport, signer, Parker(dlq, quarantine_dir), origin=origin, table=table, compression=Compression(compression)
+        transport,
+        signer,
+        parker,
+        origin=origin,
+        table=table,
+        compression=Compression(compression),
+        projection=projection,
     )
 
 
 def build_bootstrap(
-    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False
+    cfg: PublishConfig, stop: threading.Event, *, reset_checkpoint: bool = False, namespace: str | None = None
 ) -> tuple[Publisher, Bootstrap]:
     """The stream publisher plus the copy of existing items (``--bootstrap``); run with ``run_alongside``."""
+    from bridge.copy.bootstrap import Bootstrap
+
     if cfg.start_position == "latest":
         log.info(
             "--bootstrap: a first start reads the stream from trim-horizon, not latest, so no change made"
             " while the copy runs is missed"
         )
     publisher = build_publisher(
-        cfg.model_copy(update={"start_position": "trim-horizon"}), stop, reset_checkpoint=reset_checkpoint
+        cfg.model_copy(update={"start_position": "trim-horizon"}),
+        stop,
+        reset_checkpoint=reset_checkpoint,
+        namespace=namespace,
     )
     signer = Signer.from_file(cfg.signing_key)
     side = aws_side(cfg, "source")
@@ -221,6 +304,7 @@ def build_bootstrap(
             table=cfg.source_table,
             stop=stop,
             compression=cfg.compression,
+            projection=publisher.sender.projection,
         )
 
     bootstrap = Bootstrap(
@@ -239,4 +323,44 @@ def build_bootstrap(
         force=cfg.bootstrap_force,
         stop=stop,
     )
+    if namespace:
+        bootstrap.run_name = f"{namespace}/{bootstrap.run_name}"  # its copy's progress, beside its checkpoints
     return publisher, bootstrap
+
+
+def expand_pipelines(pipelines: list[Pipeline[PublishConfig]]) -> list[Pipeline[PublishConfig]]:
+    """Each pipeline whose ``source_table`` is a pattern (``orders-*``) becomes one per matching table
+    (ListTables on its source side, now), named after the table; ``{table}`` in its transport URLs
+    becomes the table. Says which tables each pattern matched; one that matched none is logged."""
+    out: list[Pipeline[PublishConfig]] = []
+    for pipeline in pipelines:
+        if not pipeline.pattern:
+            out.append(pipeline)
+            continue
+        pattern = pipeline.cfg.source_table
+        client = aws_side(pipeline.cfg, "source").client("dynamodb")
+        try:
+            tables = [t for page in client.get_paginator("list_tables").paginate() for t in page.get("TableNames", [])]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise failure(exc, f"cannot list source tables for {pattern!r}", SourceError) from exc
+        # Tombstone and checkpoint tables of this very bridge are never sources.
+        matched = [
+            t for t in sorted(tables) if fnmatch.fnmatchcase(t, pattern) and not t.endswith("-bridge-tombstones")
+        ]
+        if not matched:
+            log.warning("source_tables %s matches no table in %s", pattern, pipeline.cfg.source_region)
+            continue
+        log.info("source_tables %s: %s", pattern, ", ".join(matched))
+        for table in matched:
+            update: dict[str, Any] = {"source_table": table}
+            for key in ("transport", "dead_letter"):
+                url = getattr(pipeline.cfg, key)
+                if url is not None:
+                    update[key] = url.replace("{table}", table)
+            out.append(Pipeline[PublishConfig](name=table, cfg=pipeline.cfg.model_copy(update=update), listed=True))
+    names = [p.name for p in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"pipeline name {', '.join(twice)} used twice once source_tables were expanded")
+    refuse_shared_transports(out)
+    return out

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
-from bridge.publish.loopguard import LoopGuard, MemoryStore
+from bridge.publish.loopguard import LoopGuard
 from bridge.source.records import parse_record
+from bridge.state.guard_memory import MemoryStore
 
 V, W, D = "_bridge_v", "_bridge_w", "_bridge_deleted"
 # TargetTable's Unsettled: (key, version, item held after the put, outcome if no newer tombstone)

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.copy.compare import Difference, compare_tables
-from bridge.deadletter.records import FailureRecord, parked_url
-from bridge.plugin.manager import open_transport
-from bridge.transport import TransportURL
+from bridge.deadletter.records import FailureRecord
+from bridge.plugin.manager import open_transport, plugin_set
 
 
 def start(module: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -30,7 +29,7 @@ def wait_identical(src: Any, dst: Any, table: str, keys: tuple[str, ...], timeou
 
 def no_failures_anywhere(dlq_url: str) -> list[FailureRecord]:
     """Every failure record on a retry queue and on the parked queue beside it (both drained)."""
-    return drain_failures(dlq_url) + drain_failures(parked_url(TransportURL.parse(dlq_url)).raw)
+    return drain_failures(dlq_url) + drain_failures(plugin_set().sibling(dlq_url, "parked").raw)
 
 
 def drain_failures(url: str, expect: int | None = None, timeout: float = 10.0) -> list[FailureRecord]:

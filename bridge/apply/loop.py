@@ -242,6 +242,7 @@ class Applier:
         stop: threading.Event | None = None,
         health: Health | None = None,
         max_paused: float | None = None,
+        pause_scope: str = "apply",
     ) -> None:
         self.health = health or Health()
         self.health.register_loop("apply", max_interval_s=LOOP_MAX_INTERVAL_S)
@@ -265,8 +266,8 @@ class Applier:
             stop=self.stop,
         )
         self.retry: RetryLoop | None = None
-        if retry_queue is None and parker.dlq is not None:
-            retry_queue = RetryLoop.open_queue(parker.dlq, self.stop)
+        if retry_queue is None:
+            retry_queue = RetryLoop.open_queue(parker, self.stop)
         if retry_queue is not None:
             self.retry = RetryLoop(
                 retry_queue, parker, self.policy, self._reattempt, self.changes.count, stop=self.stop
@@ -274,7 +275,7 @@ class Applier:
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent envelope ids
         self._seen_max = 10_000
         self.health = health or Health()
-        self.pause = Pause("apply", self.health, max_paused_s=max_paused)
+        self.pause = Pause(pause_scope, self.health, max_paused_s=max_paused)  # a pipeline's name in its logs
         self._verified_once = False
         self._unknown_run = 0  # envelopes in a row signed by _unknown_key_id, since the last that verified
         self._unknown_key_id = ""
@@ -435,6 +436,11 @@ class Applier:
                 " no envelope verified since"
                 + (" start" if not self._verified_once else f" {self._unknown_run} in a row")
             )
+
+    def forget_envelopes(self) -> None:
+        """Forget which envelopes were applied: for a caller whose event source will deliver some of
+        them again and must see them applied (the serverless handler, between two batches)."""
+        self._seen.clear()
 
     def _remember(self, envelope_id: str) -> None:
         self._seen[envelope_id] = None

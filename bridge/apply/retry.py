@@ -237,14 +237,14 @@ class RetryLoop:
         self._pass_earliest: float | None = None
 
     @staticmethod
-    def open_queue(dlq: ReliableTransport, stop: threading.Event) -> ReliableTransport:
-        """A consumer of the retry queue beside the parker's publisher; a broken broker makes
-        a pass give up after a few tries instead of holding up the apply loop."""
-        from bridge.plugin.manager import open_transport
-
-        return ReliableTransport(
-            open_transport(dlq.transport.url, "dlq"), Backoff(initial_s=0.2, max_s=2.0, max_attempts=3), stop
-        )
+    def open_queue(parker: Parker, stop: threading.Event) -> ReliableTransport | None:
+        """A consumer of the retry queue beside the parker's publisher (none without a retry
+        queue); a broken broker makes a pass give up after a few tries instead of holding up
+        the apply loop."""
+        if parker.dlq is None:
+            return None
+        queue = parker.open(parker.dlq.transport.url, "dlq")
+        return ReliableTransport(queue, Backoff(initial_s=0.2, max_s=2.0, max_attempts=3), stop)
 
     def close(self) -> None:
         self.queue.close()

@@ -41,6 +41,7 @@ import botocore.exceptions
 import orjson
 
 from bridge.apply.itemsize import ITEM_LIMIT_BYTES, WRITE_TOKEN_CHARS, item_size
+from bridge.apply.keep import Keep
 from bridge.aws.errors import ErrorClass, classify, describe
 from bridge.change import Change, Image, Operation, Outcome, fingerprint, from_boto_image, to_boto_image
 from bridge.errors import ConfigError, ItemTooLargeError, PermanentApplyError, SystemicError, TransientApplyError
@@ -102,6 +103,7 @@ class TargetTable:
     # prevented (still applied: last-writer-wins makes them duplicates or stale).
     echo_counter: EchoCounter = field(default_factory=EchoCounter, compare=False)
     create: bool = True  # may the tombstone table be created (again, by a probe)?
+    keep: Keep | None = None  # exclude_mode keep: attributes a put leaves as the target holds them
 
     @property
     def echoes(self) -> int:
@@ -143,7 +145,9 @@ class TargetTable:
         tombstone_ttl_s: int = 14 * 86400,
         create: bool = True,
         local_origin: str | None = None,
+        keep: tuple[list[str] | None, list[str] | None] | None = None,
     ) -> TargetTable:
+        """``keep``: (exclude_attributes, include_attributes) whose target values puts keep."""
         _put_answers_unparsed(client)
         try:
             desc = client.describe_table(TableName=table)["Table"]
@@ -154,6 +158,15 @@ class TargetTable:
                 raise SystemicError(f"cannot describe the target table {table!r}: {describe(exc)}") from exc
             raise TransientApplyError(f"cannot reach the target table {table!r}: {describe(exc)}") from exc
         key_names, key_types = _key_schema(desc)
+        kept = None
+        if keep is not None:
+            named = sorted(set(key_names) & set(keep[0] or ()))
+            if named:
+                raise ConfigError(
+                    f"exclude_attributes names key attribute {', '.join(named)} of table {table!r}:"
+                    " key attributes cannot be excluded"
+                )
+            kept = Keep.of(keep[0], keep[1], key_names, prefix)
         target = cls(
             client,
             table,
@@ -164,6 +177,7 @@ class TargetTable:
             tombstone_ttl_s,
             local_origin,
             create=create,
+            keep=kept,
         )
         target._ensure_tombstone_table(desc, create)
         return target
@@ -298,6 +312,8 @@ class TargetTable:
         assert change.new_image is not None
         token = uuid.uuid4().hex[:WRITE_TOKEN_CHARS]
         item = self._item(change, v, token)
+        if self.keep is not None:
+            return self._put_keeping(change, item, key, v, op, token)
         self._refuse_oversize(item)
         try:
             old = self._call(
@@ -396,6 +412,44 @@ class TargetTable:
             self._remember_deleted(put.key, fingerprint(from_boto_image(gone)))  # what really went
         log.debug("undid a put older than its tombstone")
         return Outcome.STALE
+
+    def _put_keeping(self, change: Change, item: Image, key: Image, v: str, op: str, token: str) -> Outcome | Unsettled:
+        """The put of ``exclude_mode: keep`` (:mod:`bridge.apply.keep`): the target's kept attributes are
+        read, written back with the item, and the put is conditional on them being unchanged. Like
+        :meth:`_put`, a put that created its item or found its own version is unsettled."""
+        assert self.keep is not None
+        for _ in range(5):
+            current = self._call(self.client.get_item, TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+            held = (current or {}).get(self.version_attr, {}).get("S")
+            if held is not None and (held > v or (held == v and op == "<")):
+                if held == v:  # a redelivery: its first attempt's tombstone read may have been cut short
+                    return Unsettled(change, key, v, Outcome.DUPLICATE, held=dict(current or {}))
+                return Outcome.STALE
+            merged = self.keep.merge(item, current)
+            self._refuse_oversize(merged)
+            version = self._cond(v, op)
+            kept_expr, kept_names, kept_values = self.keep.condition(current)
+            expr = f"({version['ConditionExpression']})" + (f" AND {kept_expr}" if kept_expr else "")
+            values = {**version.get("ExpressionAttributeValues", {}), **kept_values}
+            try:
+                old = self._call(
+                    self.client.put_item,
+                    TableName=self.table,
+                    Item=merged,
+                    ReturnValues="ALL_OLD",
+                    ConditionExpression=expr,
+                    ExpressionAttributeNames={**version["ExpressionAttributeNames"], **kept_names},
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                ).get("Attributes")
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue  # the version or a kept attribute changed since the read: decide again
+            if old:
+                return Outcome.APPLIED  # replaced an older item, whose creator reads the tombstone
+            # Created: nothing was there to keep, so what was written is the change's own item.
+            return Unsettled(change, key, v, Outcome.APPLIED, token=token)
+        raise TransientApplyError("the item's kept attributes kept changing while it was being written; will retry")
 
     def _refuse_oversize(self, item: Image) -> None:
         size = item_size(item)

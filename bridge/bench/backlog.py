@@ -49,7 +49,7 @@ def main(records: int, transport: str, signing_key: str, checkpoint: str, quaran
         StreamReader(streams, streams.ARN, store),
         ReliableTransport(main_transport),
         Signer.from_file(signing_key),
-        Parker(dlq, Path(quarantine_dir)),
+        Parker(dlq, Path(quarantine_dir), opener=open_transport),
         table="profiles",
         key_names=(KEY,),
         origin="cn-north-1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -108,21 +109,29 @@ def check_config(path: str, kind: str, connect: bool) -> None:
 
     if kind == "auto":
         kind = config.kind_of(Path(path))
-    cfg: config.PublishConfig | config.ApplyConfig = (
-        config.load(config.PublishConfig, path, {}) if kind == "publish" else config.load(config.ApplyConfig, path, {})
+    model: type[config.PublishConfig] | type[config.ApplyConfig] = (
+        config.PublishConfig if kind == "publish" else config.ApplyConfig
     )
-    click.echo(f"{path}: valid {kind} configuration")
-    for key, shown in effective_settings(cfg).items():
-        click.echo(f"  {key}: {shown}")
+    pipelines: list[config.Pipeline[Any]] = list(config.load_pipelines(model, path, {}))
+    listed = any(p.listed for p in pipelines)
+    click.echo(f"{path}: valid {kind} configuration" + (f", {len(pipelines)} pipeline(s)" if listed else ""))
+    for pipeline in pipelines:
+        indent = "    " if listed else "  "
+        if listed:
+            pattern = " (a pattern: one pipeline per matching table at start)" if pipeline.pattern else ""
+            click.echo(f"  pipeline {pipeline.name}{pattern}:")
+        for key, shown in effective_settings(pipeline.cfg).items():
+            click.echo(f"{indent}{key}: {shown}")
     if connect:
-        for what, check in connect_checks(cfg):
-            click.echo(f"{what}: ", nl=False)
-            try:
-                found = check()
-            except BridgeError as exc:
-                click.echo(f"FAILED ({type(exc).__name__})")
-                raise  # one line on stderr, and the exit code of what failed (3 key file, 5 broker, ...)
-            click.echo(f"ok, {found}")
+        for pipeline in pipelines:
+            for what, check in connect_checks(pipeline.cfg):
+                click.echo(f"{pipeline.name + ': ' if listed else ''}{what}: ", nl=False)
+                try:
+                    found = check()
+                except BridgeError as exc:
+                    click.echo(f"FAILED ({type(exc).__name__})")
+                    raise  # one line on stderr, and the exit code of what failed (3 key file, 5 broker, ...)
+                click.echo(f"ok, {found}")
 
 
 main.add_command(dlq)
@@ -135,6 +144,12 @@ main.add_command(bench)
 from bridge.cli.status import status  # noqa: E402 - registered last, beside its command
 
 main.add_command(status)
+from bridge.cli.init_target import init_target  # noqa: E402 - registered last, beside its command
+
+main.add_command(init_target)
+from bridge.cli.package_lambda import package_lambda  # noqa: E402 - registered last, beside its command
+
+main.add_command(package_lambda)
 
 
 if __name__ == "__main__":

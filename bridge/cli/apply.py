@@ -1,8 +1,10 @@
-"""``bridge-apply``: run beside the target table."""
+"""``bridge-apply``: run beside the target table (or tables: ``pipelines:``, docs/pipelines.md)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -12,36 +14,80 @@ from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
 from bridge.cli.observing import observing
 from bridge.cli.options import settings_options
+from bridge.cli.pipelines import first_error, metrics_address, run_pipelines, without_port
 from bridge.errors import DeadLetteredError
+from bridge.observe import Health
 from bridge.wiring import build_applier
 
 log = logging.getLogger("bridge.apply")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--pipeline",
+    "pipeline",
+    multiple=True,
+    help="run only this pipeline of the config's pipelines: (repeatable; default: all)",
+)
 @settings_options(config.ApplyConfig)
 @handled
-def main(config_file: str | None, **flags: Any) -> None:
+def main(config_file: str | None, pipeline: tuple[str, ...], **flags: Any) -> None:
     """Verify, decode and apply replicated changes to the target table, last writer wins."""
-    cfg = config.load(config.ApplyConfig, config_file, flags)
-    setup_logging(cfg.log_level, cfg.log_json)
+    pipelines = config.load_pipelines(config.ApplyConfig, config_file, flags, select=pipeline)
+    first = pipelines[0].cfg
+    setup_logging(first.log_level, first.log_json)
     stop = stop_on_signals()
-    applier = build_applier(cfg, stop)
-    log.info("applying to %s from %s", cfg.target_table, applier.source.transport.url.redacted())
+    if len(pipelines) == 1 and not pipelines[0].listed:
+        click.echo(orjson.dumps(apply_one(pipelines[0], stop, lambda _: None)).decode())
+        return
+    log.info("running %d pipelines: %s", len(pipelines), ", ".join(p.name for p in pipelines))
+    outcomes = run_pipelines(
+        pipelines,
+        lambda p, s, on_built: apply_one(p, s, on_built, serve=False),
+        stop,
+        until_idle=first.until_idle,
+        metrics=metrics_address(pipelines),
+    )
+    summary = {o.name: o.summary if o.error is None else {"error": str(o.error)} for o in outcomes}
+    click.echo(orjson.dumps({"pipelines": summary}).decode())
+    error = first_error(outcomes)
+    if error is not None:
+        raise error
+
+
+def apply_one(
+    pipeline: config.Pipeline[config.ApplyConfig],
+    stop: threading.Event,
+    on_built: Callable[[Health], None],
+    *,
+    serve: bool = True,
+) -> dict[str, Any]:
+    """One pipeline, start to stop: what a one-table process does, and each thread of a many-table one."""
+    cfg = pipeline.cfg
+    applier = build_applier(cfg, stop, name=pipeline.name if pipeline.listed else None)
+    on_built(applier.health)
+    log.info(
+        "applying to %s from %s%s",
+        cfg.target_table,
+        applier.source.transport.url.redacted(),
+        f" (pipeline {pipeline.name})" if pipeline.listed else "",
+    )
     replica = cfg.origin or cfg.target_region
     try:
-        with observing(cfg, applier.health, "apply", cfg.target_table, replica):
+        with observing(cfg if serve else without_port(cfg), applier.health, "apply", cfg.target_table, replica):
             stats = applier.run(until_idle=cfg.until_idle)
     finally:
         applier.close()
-    log.info("stopped: %s", orjson.dumps(stats.as_dict()).decode())
-    click.echo(orjson.dumps({"apply": stats.as_dict(), "echo_received": applier.target.echoes}).decode())
+    log.info("stopped%s: %s", f" {pipeline.name}" if pipeline.listed else "", orjson.dumps(stats.as_dict()).decode())
+    summary = {"apply": stats.as_dict(), "echo_received": applier.target.echoes}
     if cfg.until_idle is not None and (stats.parked or stats.quarantined):
         # A drain that left work for an operator must not look like a clean one to a script.
+        click.echo(orjson.dumps(summary).decode())
         raise DeadLetteredError(
             f"{stats.parked} change(s) parked and {stats.quarantined} envelope(s) quarantined in this run;"
             " see `bridge dlq list`"
         )
+    return summary
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from bridge.deadletter.records import (
     Kind,
     Parker,
     State,
-    parked_url,
     wrap_foreign,
 )
 from bridge.errors import ApplyError, ConfigError, DecodeError
@@ -144,14 +143,18 @@ class Browser:
     def __init__(
         self, dlq: TransportURL, limit: int, retry: bool = True, parked: bool = True, wait: float = 2.0
     ) -> None:
-        from bridge.plugin.manager import open_transport
+        from bridge.plugin.manager import plugin_set
 
+        plugins = plugin_set()
         self.limit = limit
         self.wait = wait
         self.queues: list[tuple[str, ReliableTransport]] = []
-        for name, wanted, url in (("retry", retry, dlq), ("parked", parked, parked_url(dlq) if parked else dlq)):
+        for name, wanted, url in (
+            ("retry", retry, dlq),
+            ("parked", parked, plugins.sibling(dlq, "parked") if parked else dlq),
+        ):
             if wanted:
-                transport = open_transport(_holding_all(url, limit), "dlq")
+                transport = plugins.open(_holding_all(url, limit), "dlq")
                 self.queues.append((name, ReliableTransport(transport, Backoff(0.2, 2.0, max_attempts=3))))
         self.truncated = False
 
@@ -201,13 +204,28 @@ def browse(
         click.echo(f"note: read the first {limit} records of a queue; more may exist (raise --limit)", err=True)
 
 
-def dlq_url(dlq: str | None, config_file: str | None) -> TransportURL:
+def settings_of(config_file: str, pipeline: str | None = None) -> dict[str, Any]:
+    """The config file's settings; of one pipeline (``--pipeline``) when the file lists ``pipelines:``."""
+    data = config.read_yaml(Path(config_file))
+    if data.get("pipelines") is None and data.get("source_tables") is None:
+        return data
+    model: type[config.PublishConfig] | type[config.ApplyConfig] = (
+        config.PublishConfig if config.kind_of(Path(config_file)) == "publish" else config.ApplyConfig
+    )
+    found = config.load_pipelines(model, config_file, {}, select=(pipeline,) if pipeline else ())
+    if len(found) != 1 or found[0].pattern:
+        names = ", ".join(p.name for p in found)
+        raise ConfigError(f"{config_file} lists pipelines ({names}): say which with --pipeline NAME (a table name)")
+    return found[0].cfg.model_dump(exclude_none=True)
+
+
+def dlq_url(dlq: str | None, config_file: str | None, pipeline: str | None = None) -> TransportURL:
     """--dlq, else the config file's dead_letter, else the default beside its transport."""
     if dlq:
         return TransportURL.parse(dlq)
     if not config_file:
         raise ConfigError("say which dead-letter queue: --dlq URL or --config FILE (an apply or publish config)")
-    data = config.read_yaml(Path(config_file))
+    data = settings_of(config_file, pipeline)
     if data.get("dead_letter"):
         return TransportURL.parse(str(data["dead_letter"]))
     if not data.get("transport"):
@@ -217,12 +235,12 @@ def dlq_url(dlq: str | None, config_file: str | None) -> TransportURL:
     return open_transport(str(data["transport"]), "dlq").dead_letter_url()
 
 
-def quarantine_dir(given: str | None, config_file: str | None) -> Path | None:
+def quarantine_dir(given: str | None, config_file: str | None, pipeline: str | None = None) -> Path | None:
     """--quarantine-dir, else the config file's quarantine_dir (or its default), where it exists."""
     if given:
         return Path(given)
     if config_file:
-        return Path(str(config.read_yaml(Path(config_file)).get("quarantine_dir") or DEFAULT_QUARANTINE_DIR))
+        return Path(str(settings_of(config_file, pipeline).get("quarantine_dir") or DEFAULT_QUARANTINE_DIR))
     return None
 
 
@@ -242,6 +260,7 @@ def common(fn: F) -> F:
                 help="retry queue URL (default: from --config); the parked queue beside it (NAME.parked) is read too",
             ),
             click.option("--config", "config_file", type=click.Path(dir_okay=False), help="apply config (YAML)"),
+            click.option("--pipeline", help="which pipeline, when the config lists pipelines: (docs/pipelines.md)"),
             click.option(
                 "--state",
                 "states",
@@ -315,8 +334,9 @@ def list_(
     setup_logging(log_level.upper())
     filters = _filters(kw)
     now = time.time()
-    local = quarantine_dir(kw.pop("local_dir"), config_file)
-    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
+    pipeline = kw.pop("pipeline")
+    local = quarantine_dir(kw.pop("local_dir"), config_file, pipeline)
+    with browse(dlq_url(dlq, config_file, pipeline), filters, limit, wait, local) as (_, held):
         rows = [h.describe(now) for h in held]
     if as_json:
         click.echo(orjson.dumps(rows).decode())
@@ -366,8 +386,9 @@ def show(
     setup_logging(log_level.upper())
     filters = _filters(kw)
     now = time.time()
-    local = quarantine_dir(kw.pop("local_dir"), config_file)
-    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
+    pipeline = kw.pop("pipeline")
+    local = quarantine_dir(kw.pop("local_dir"), config_file, pipeline)
+    with browse(dlq_url(dlq, config_file, pipeline), filters, limit, wait, local) as (_, held):
         found = [h for h in held if h.record.id == record_id]
     if not found:
         raise ConfigError(f"no failure record with id {record_id!r}")
@@ -462,12 +483,16 @@ def replay(
     """
     setup_logging(log_level.upper())
     filters = _filters(kw)
-    local = quarantine_dir(kw.pop("local_dir"), config_file)
+    pipeline = kw.pop("pipeline")
+    local = quarantine_dir(kw.pop("local_dir"), config_file, pipeline)
     overrides = {k: v for k, v in kw.items() if v is not None}
-    url = dlq_url(dlq, config_file)
+    url = dlq_url(dlq, config_file, pipeline)
     if not config_file:
         overrides.setdefault("transport", url.raw)  # not used: the schema wants one
-    cfg = config.load(config.ApplyConfig, config_file, overrides)
+    if config_file and pipeline:
+        cfg = config.load_pipelines(config.ApplyConfig, config_file, overrides, select=(pipeline,))[0].cfg
+    else:
+        cfg = config.load(config.ApplyConfig, config_file, overrides)
     with browse(url, filters, limit, wait, local) as (_, held):
         _replay(cfg, url, held, allow_unsigned, dry_run)
 
@@ -496,7 +521,9 @@ def _replay(cfg: config.ApplyConfig, url: TransportURL, held: list[Held], allow_
     stats = ApplyStats()
     applier = build_change_applier(cfg, stats)  # bridge-apply's target: its local origin included
     parker = Parker(
-        ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)), cfg.quarantine_dir
+        ReliableTransport(open_transport(url, "dlq"), Backoff(0.2, 2.0, max_attempts=5)),
+        cfg.quarantine_dir,
+        opener=open_transport,
     )
     still: Counter[str] = Counter()
     done = 0
@@ -549,8 +576,9 @@ def purge(
     """Delete failure records for good (asks first, unless --yes)."""
     setup_logging(log_level.upper())
     filters = _filters(kw)
-    local = quarantine_dir(kw.pop("local_dir"), config_file)
-    with browse(dlq_url(dlq, config_file), filters, limit, wait, local) as (_, held):
+    pipeline = kw.pop("pipeline")
+    local = quarantine_dir(kw.pop("local_dir"), config_file, pipeline)
+    with browse(dlq_url(dlq, config_file, pipeline), filters, limit, wait, local) as (_, held):
         if not held:
             click.echo("no matching failure records; nothing purged")
             return

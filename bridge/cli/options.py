@@ -70,9 +70,15 @@ def option_for(name: str, field: FieldInfo) -> Callable[[F], F]:
     return click.option(*flags, name, type=click_type, help=help_text)
 
 
+def _yaml_only(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return bool(extra.get("yaml_only"))
+
+
 def settings_options(model: type[BaseModel], *, skip: Iterable[str] = ()) -> Callable[[F], F]:
     """Decorate a click command with one flag per field of ``model`` (in field order), plus ``--config``."""
-    skipped = set(skip)
+    # A yaml_only setting (``pipelines``: a list of mappings) has no flag; the file holds it.
+    skipped = set(skip) | {n for n, f in model.model_fields.items() if _yaml_only(f)}
     options = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file"),
         *(option_for(n, f) for n, f in model.model_fields.items() if n not in skipped),

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge import config
 from bridge.cli.common import handled
-from bridge.errors import BehindError, SourceError
+from bridge.errors import BehindError, BridgeError, ConfigError, SourceError
 from bridge.observe.statefile import read_status_file
 
 # A walk of the stream from the checkpoint stops after this many GetRecords calls per shard: the
@@ -49,10 +49,26 @@ def status(config_file: str, as_json: bool, max_lag: float, max_depth: int | Non
     Exits 0 when healthy, 12 when behind a threshold or when dead letters wait.
     """
     kind = config.kind_of(Path(config_file))
+    pipelines: list[config.Pipeline[Any]]
     if kind == "publish":
-        report = publisher_status(config.load(config.PublishConfig, config_file, {}), max_lag)
+        from bridge.wiring import expand_pipelines
+
+        pipelines = list(expand_pipelines(config.load_pipelines(config.PublishConfig, config_file, {})))
     else:
-        report = applier_status(config.load(config.ApplyConfig, config_file, {}), max_lag, max_depth)
+        pipelines = list(config.load_pipelines(config.ApplyConfig, config_file, {}))
+    if len(pipelines) == 1 and not pipelines[0].listed:
+        report = _one(pipelines[0], max_lag, max_depth)
+    else:
+        report = {"kind": kind, "pipelines": [], "problems": []}
+        for pipeline in pipelines:
+            try:
+                one = _one(pipeline, max_lag, max_depth)
+            except BridgeError as exc:  # one pipeline's broken table must not hide the others' status
+                one = {"kind": kind, "table": None, "healthy": False, "problems": [str(exc)], "error": str(exc)}
+            one["pipeline"] = pipeline.name
+            report["pipelines"].append(one)
+            report["problems"] += [f"{pipeline.name}: {problem}" for problem in one["problems"]]
+        report["healthy"] = not report["problems"]
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -61,15 +77,34 @@ def status(config_file: str, as_json: bool, max_lag: float, max_depth: int | Non
         raise BehindError("; ".join(report["problems"]))
 
 
-def publisher_status(cfg: config.PublishConfig, max_lag: float) -> dict[str, Any]:
+def _one(pipeline: config.Pipeline[Any], max_lag: float, max_depth: int | None) -> dict[str, Any]:
+    if isinstance(pipeline.cfg, config.PublishConfig):
+        return publisher_status(pipeline.cfg, max_lag, namespace=pipeline.name if pipeline.listed else None)
+    if pipeline.listed:
+        # Among many, a pipeline whose target is gone says so (bridge-apply retries it apart from the others).
+        _target_exists(pipeline.cfg)
+    return applier_status(pipeline.cfg, max_lag, max_depth)
+
+
+def _target_exists(cfg: config.ApplyConfig) -> None:
+    from bridge.copy.schema import describe_schema
+    from bridge.wiring import aws_side
+
+    if describe_schema(aws_side(cfg, "target").client("dynamodb"), cfg.target_table, "target") is None:
+        raise ConfigError(f"target table {cfg.target_table!r} does not exist")
+
+
+def publisher_status(cfg: config.PublishConfig, max_lag: float, namespace: str | None = None) -> dict[str, Any]:
+    """``namespace``: a listed pipeline's name, under which its checkpoints are kept."""
     from bridge.state.checkpoints import open_checkpoint_store
+    from bridge.state.namespace import namespaced
     from bridge.wiring import aws_side, describe_source
 
     side = aws_side(cfg, "source")
     client = side.client("dynamodb")
     _, arn = describe_source(client, cfg.source_table)
     streams = side.client("dynamodbstreams")
-    store = open_checkpoint_store(cfg.checkpoint, lambda: client)
+    store = namespaced(open_checkpoint_store(cfg.checkpoint, lambda: client), namespace)
     try:
         stored = store.load(arn)
     finally:
@@ -155,15 +190,15 @@ def _waiting(streams: Any, arn: str, shard_id: str, after: str | None, now: floa
 
 
 def applier_status(cfg: config.ApplyConfig, max_lag: float, max_depth: int | None) -> dict[str, Any]:
-    from bridge.deadletter.records import parked_url
-    from bridge.plugin.manager import open_transport
+    from bridge.plugin.manager import plugin_set
     from bridge.transport import TransportURL
 
-    main = open_transport(cfg.transport, "consume")
+    plugins = plugin_set()
+    main = plugins.open(cfg.transport, "consume")
     dlq_url = TransportURL.parse(cfg.dead_letter) if cfg.dead_letter else main.dead_letter_url()
     queues: dict[str, dict[str, Any]] = {}
-    for name, url in (("queue", main.url), ("retry", dlq_url), ("parked", parked_url(dlq_url))):
-        transport = main if name == "queue" else open_transport(url, "dlq")
+    for name, url in (("queue", main.url), ("retry", dlq_url), ("parked", plugins.sibling(dlq_url, "parked"))):
+        transport = main if name == "queue" else plugins.open(url, "dlq")
         try:
             depth = transport.depth()
         finally:
@@ -210,6 +245,16 @@ def _age(now: float, then: float | None) -> float | None:
 
 
 def render(report: dict[str, Any]) -> str:
+    if "pipelines" in report:
+        parts = []
+        for one in report["pipelines"]:
+            if "error" in one:
+                parts.append(f"pipeline {one['pipeline']}: FAILED: {one['error']}")
+            else:
+                parts.append(f"pipeline {one['pipeline']}: " + render(one))
+        parts.append("healthy" if report["healthy"] else f"BEHIND ({len(report['problems'])} problem(s))")
+        return "\n".join(parts)
+
     def s(value: Any, unit: str = "") -> str:
         return "unknown" if value is None else f"{value}{unit}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from pathlib import Path
@@ -10,10 +11,13 @@ from typing import Any
 import click
 import orjson
 
+from bridge.apply.keep import Keep
 from bridge.cli.common import aws_side_options, handled, setup_logging
 from bridge.cli.verify_settings import VerifySettings
-from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult
+from bridge.copy.schema import SchemaDifference, compare_schemas, describe_schema
+from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult, table_keys
 from bridge.errors import ConfigError
+from bridge.publish.projection import Projection
 
 
 @click.command("verify")
@@ -25,6 +29,7 @@ from bridge.errors import ConfigError
     help="bridge-publish's config (the source side, and --repair's settings) and/or bridge-apply's (the target"
     " side); flags override them",
 )
+@click.option("--pipeline", help="which pipeline, when the configs list pipelines: (docs/pipelines.md)")
 @click.option("--source-table", help="the replicated table")
 @click.option("--source-region")
 @click.option("--source-endpoint", help="endpoint URL override (emulators, VPC endpoints)")
@@ -76,6 +81,7 @@ def verify(
     repair: bool,
     repair_wait: float,
     log_level: str,
+    pipeline: str | None,
     **flags: Any,
 ) -> None:
     """Compare SOURCE and TARGET item by item (bridge attributes aside). Exit 0 when identical,
@@ -85,7 +91,7 @@ def verify(
     daemons' config files with --config, or the same flags.
     """
     setup_logging(log_level.upper())
-    settings = VerifySettings.from_configs(config_files, flags)
+    settings = VerifySettings.from_configs(config_files, flags, pipeline)
     source_table, target_table = settings.table("source"), settings.table("target")
     transport, signing_key = settings.get("transport"), settings.get("signing_key")
     source_region = str(settings.side("source").region)
@@ -99,6 +105,13 @@ def verify(
     stop = threading.Event()
     source = Side(settings.side("source").client("dynamodb"), source_table, "source")
     target = Side(settings.side("target").client("dynamodb"), target_table, "target")
+    source, target, projection = projected(settings, source, target, attribute_prefix)
+    # Schemas first: a missing index or TTL is worth knowing even when every item agrees.
+    active_active = bool(settings.publish is not None and settings.publish.active_active)
+    schema = schema_differences(source, target, active_active)
+    if not as_json:
+        for diff in schema:
+            click.echo(f"schema: {diff}")
     verifier = Verifier(source, target, prefix=attribute_prefix, segments=segments, buckets=buckets, rcu=rcu, stop=stop)
     result = verifier.run()
     if repair and result.differences:
@@ -114,6 +127,7 @@ def verify(
             origin=origin or source_region,
             table=source_table,
             stop=stop,
+            projection=projection,
         )
         try:
             result.repair = Repairer(
@@ -128,10 +142,38 @@ def verify(
         finally:
             sender.close()
     if as_json:
-        click.echo(orjson.dumps(result.as_dict()).decode())
+        doc = {**result.as_dict(), "schema_differences": [dataclasses.asdict(d) for d in schema]}
+        click.echo(orjson.dumps(doc).decode())
     else:
         _print(result, source_table, target_table)
-    sys.exit(0 if result.ok else DIFFERENT_EXIT)
+    sys.exit(0 if result.ok and not any(d.breaks for d in schema) else DIFFERENT_EXIT)
+
+
+def schema_differences(source: Side, target: Side, active_active: bool) -> list[SchemaDifference]:
+    """How the two tables' schemas differ (none when either is missing: the item pass says so)."""
+    src = describe_schema(source.client, source.table, "source")
+    dst = describe_schema(target.client, target.table, "target")
+    if src is None or dst is None:
+        return []
+    return compare_schemas(src, dst, active_active=active_active)
+
+
+def projected(
+    settings: VerifySettings, source: Side, target: Side, prefix: str
+) -> tuple[Side, Side, Projection | None]:
+    """Both sides as the pipeline makes them comparable: the source through the projection the configs
+    name (publish config first), the target without the attributes it keeps (apply's exclude_mode keep)."""
+    exclude, include = settings.get("exclude_attributes"), settings.get("include_attributes")
+    if exclude is None and include is None:
+        return source, target, None
+    keys = table_keys(source.client, source.table, "source")
+    projection = Projection.of(exclude, include, keys, source.table)
+    if projection is None:
+        return source, target, None
+    source = dataclasses.replace(source, view=projection.image)
+    if settings.apply is not None and settings.apply.exclude_mode == "keep":
+        target = dataclasses.replace(target, view=Keep.of(exclude, include, keys, prefix).user_view)
+    return source, target, projection
 
 
 def _print(result: VerifyResult, source_table: str, target_table: str) -> None:

@@ -26,16 +26,27 @@ class VerifySettings:
     _sides: dict[str, AwsSide] = field(default_factory=dict)
 
     @classmethod
-    def from_configs(cls, paths: tuple[str, ...], flags: dict[str, Any]) -> VerifySettings:
+    def from_configs(cls, paths: tuple[str, ...], flags: dict[str, Any], pipeline: str | None = None) -> VerifySettings:
+        """``pipeline``: which pipeline of configs listing ``pipelines:`` (an apply pipeline of another
+        name is the one whose accept_tables names the chosen source table)."""
         settings = cls(flags)
+        publish: list[config.Pipeline[config.PublishConfig]] = []
+        apply: list[config.Pipeline[config.ApplyConfig]] = []
         for path in paths:
             kind = config.kind_of(Path(path))
             if kind == "publish":
                 overrides = {k: v for k, v in flags.items() if k.startswith("source_") or k in _SHARED}
-                settings.publish = config.load(config.PublishConfig, path, overrides)
+                publish += config.load_pipelines(config.PublishConfig, path, overrides)
             else:
                 overrides = {k: v for k, v in flags.items() if k.startswith("target_") or k in _SHARED}
-                settings.apply = config.load(config.ApplyConfig, path, overrides)
+                apply += config.load_pipelines(config.ApplyConfig, path, overrides)
+        if any(p.pattern for p in publish) and pipeline is not None:
+            from bridge.wiring import expand_pipelines
+
+            publish = expand_pipelines(publish)
+        settings.publish = _choose(publish, pipeline, None)
+        source = settings.publish.source_table if settings.publish is not None else None
+        settings.apply = _choose(apply, pipeline, source)
         return settings
 
     def get(self, name: str) -> Any:
@@ -70,3 +81,22 @@ class VerifySettings:
                 shared = {k.removeprefix("aws_"): v for k, v in self.flags.items() if k in _SHARED and v is not None}
                 self._sides[which] = AwsSide.from_params(params, what=f"{which} side", **shared)
         return self._sides[which]
+
+
+def _choose(found: list[config.Pipeline[Any]], name: str | None, source_table: str | None) -> Any:
+    """The one config to verify with: the only one, or the named pipeline (apply: else the one fed by
+    ``source_table``)."""
+    if not found:
+        return None
+    if len(found) == 1 and (name is None or not found[0].listed):
+        return found[0].cfg
+    names = ", ".join(p.name for p in found)
+    if name is None:
+        raise ConfigError(f"the config lists pipelines ({names}): say which with --pipeline NAME")
+    for p in found:
+        if p.name == name:
+            return p.cfg
+    for p in found:
+        if source_table is not None and source_table in getattr(p.cfg, "accepted_tables", []):
+            return p.cfg
+    raise ConfigError(f"--pipeline {name}: no such pipeline (pipelines: {names})")

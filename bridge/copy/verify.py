@@ -54,11 +54,18 @@ BATCH_GET = 100  # BatchGetItem's limit
 Kind = Literal["only_in_source", "only_in_target", "different"]
 
 
+def _as_is(image: Image) -> Image:
+    return image
+
+
 @dataclass(frozen=True)
 class Side:
     client: Any
     table: str
     name: str  # "source" or "target", for messages
+    # What is compared of each item: the source's through the pipeline's projection (the attributes that
+    # never leave it), the target's without the attributes it keeps of its own (exclude_mode keep).
+    view: Callable[[Image], Image] = _as_is
 
 
 @dataclass(frozen=True)
@@ -223,7 +230,7 @@ class Verifier:
             side.client, side.table, segment, self.segments, budget=self._budgets[side.name], stop=self.stop
         ):
             for raw in page.items:
-                yield from_boto_image(raw)
+                yield side.view(from_boto_image(raw))
         if self.stop.is_set():
             raise SourceError(f"verify of {side.name} table {side.table!r} interrupted")
 
@@ -293,7 +300,7 @@ def read_items(side: Side, keys: Sequence[Image], key_names: Sequence[str]) -> d
                 exc, f"reading {len(keys)} keys from {side.name} table {side.table!r} failed", SourceError
             ) from exc
         for raw in response.get("Responses", {}).get(side.table, []):
-            item = from_boto_image(raw)
+            item = side.view(from_boto_image(raw))
             found[key_bytes(item, key_names)] = item
         request = response.get("UnprocessedKeys") or {}
         if request:  # throttled: back off before asking for the rest

@@ -14,8 +14,7 @@ from bridge.deadletter.records import (
     Kind,
     Parker,
     State,
-    parked_url,
     wrap_foreign,
 )
 
-__all__ = ["FORMAT", "TERMINAL", "FailureRecord", "Kind", "Parker", "State", "parked_url", "wrap_foreign"]
+__all__ = ["FORMAT", "TERMINAL", "FailureRecord", "Kind", "Parker", "State", "wrap_foreign"]

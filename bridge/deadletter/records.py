@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from bridge.errors import BridgeError, DecodeError
-from bridge.transport import OutgoingMessage, TransportURL, content_id
+from bridge.errors import BridgeError, DecodeError, TransportError
+from bridge.transport import Opener, OutgoingMessage, Transport, TransportURL, content_id
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
@@ -216,24 +216,26 @@ def wrap_foreign(body: bytes, reason: str) -> FailureRecord:
     return FailureRecord(Kind.ENVELOPE, State.QUARANTINED, "DecodeError", reason, body, id=f"foreign-{digest}")
 
 
-def parked_url(dlq_url: TransportURL) -> TransportURL:
-    """The parked queue beside a retry queue, named by the retry queue's own transport
-    (:meth:`~bridge.transport.Transport.sibling`): ``users.dlq`` -> ``users.dlq.parked``."""
-    from bridge.plugin.manager import plugin_set
-
-    return plugin_set().transport_class(dlq_url)(dlq_url).sibling("parked")
-
-
 class Parker:
     """Puts failure records somewhere safe: retrying ones on the retry queue, parked and
     quarantined ones on the parked queue beside it, else the local quarantine directory."""
 
+    #: False where the local disk is not safe (a Lambda container's dies with it): a record the
+    #: queue refused then raises :class:`TransportError`, so the caller keeps the original.
+    local_fallback = True
+
     def __init__(
-        self, dlq: ReliableTransport | None, quarantine_dir: Path, parked: ReliableTransport | None = None
+        self,
+        dlq: ReliableTransport | None,
+        quarantine_dir: Path,
+        parked: ReliableTransport | None = None,
+        *,
+        opener: Opener | None = None,
     ) -> None:
         self.dlq = dlq
         self.quarantine_dir = quarantine_dir
         self._parked = parked
+        self.opener = opener  # opens the parked queue (and the retry loop's consumer) beside dlq
         self.parked = 0  # records published to either queue
         self.quarantined_locally = 0
 
@@ -241,11 +243,15 @@ class Parker:
     def parked_queue(self) -> ReliableTransport | None:
         """The parked queue, opened on first use beside the retry queue."""
         if self._parked is None and self.dlq is not None:
-            from bridge.plugin.manager import open_transport
-
-            url = parked_url(self.dlq.transport.url)
-            self._parked = ReliableTransport(open_transport(url, "dlq"), self.dlq.backoff, self.dlq.stop)
+            url = self.dlq.transport.sibling("parked")
+            self._parked = ReliableTransport(self.open(url, "dlq"), self.dlq.backoff, self.dlq.stop)
         return self._parked
+
+    def open(self, url: TransportURL, role: str) -> Transport:
+        """A transport beside the retry queue, opened the way the plugin set opens them."""
+        if self.opener is None:
+            raise BridgeError(f"no opener given to the parker: cannot open {url.redacted()}")
+        return self.opener(url, role)
 
     def close(self) -> None:
         if self.dlq is not None:
@@ -312,6 +318,10 @@ class Parker:
         return list(groups.values())
 
     def _write_local(self, name: str, body: bytes) -> None:
+        if not self.local_fallback:
+            raise TransportError(
+                f"the dead-letter queue refused failure record {name}, and there is no safe local disk"
+            )
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         path = self.quarantine_dir / f"{name}{LOCAL_SUFFIX}"
         tmp = path.with_suffix(".tmp")

@@ -56,6 +56,11 @@ class Signer:
         return cls(_private_key(data, path))
 
     @classmethod
+    def from_pem(cls, data: bytes, where: str) -> Signer:
+        """From PEM text held elsewhere than a file (an SSM SecureString); ``where`` names it in errors."""
+        return cls(_private_key(data, Path(where)))
+
+    @classmethod
     def from_seed(cls, seed: bytes) -> Signer:
         """From the 32-byte raw private key (test vectors); ``ValueError`` if not 32 bytes."""
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
@@ -108,6 +113,18 @@ class TrustStore:
             key, scope = _trusted_key(file)
             store.add(key, scope)
         return store
+
+    def add_pem(self, data: bytes, where: str) -> str:
+        """Trust the public key in ``data`` (a ``.pub`` file's text, ``# allow-`` lines included),
+        held elsewhere than a file (an SSM parameter); ``where`` names it in errors."""
+        pem, scope = split_pub(data, Path(where))
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise KeyFileError(f"trusted key {where} is not a PEM public key ({exc})") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyFileError(f"trusted key {where} is a {_kind(key)} key; ddb-bridge verifies Ed25519 only")
+        return self.add(key, scope)
 
     @property
     def key_ids(self) -> frozenset[str]:

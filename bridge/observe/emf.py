@@ -97,7 +97,7 @@ class EmfWriter:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._window = f"emf-{id(self)}"
-        LAG_WINDOWS.open(self._window)
+        LAG_WINDOWS.open(self._window, table)
         self._lock = threading.Lock()
 
     def documents(self) -> list[dict[str, Any]]:

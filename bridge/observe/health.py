@@ -79,3 +79,69 @@ class Health:
             for name, why in sorted(self._down.items()):
                 return False, f"{name} down: {why}"
         return True, "ok"
+
+
+class HealthSet:
+    """The health of many pipelines in one process, each by name, for one metrics port.
+
+    Alive: every running pipeline's loops turned in time (a pipeline that failed is not a reason to
+    restart the others: it is retried in place). Ready: every pipeline ready; the reason names each
+    pipeline that is not (``orders: publish paused: ...``), so one probe shows them all, and
+    :meth:`ready_of` answers for one (``/readyz?pipeline=NAME``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: dict[str, Health] = {}
+        self._failed: dict[str, str] = {}
+        self._starting: set[str] = set()
+
+    def expect(self, names: list[str]) -> None:
+        """Pipelines about to start: not ready until each reports in (a probe before then must not pass)."""
+        with self._lock:
+            self._starting.update(names)
+
+    def add(self, name: str, health: Health) -> None:
+        with self._lock:
+            self._members[name] = health
+            self._failed.pop(name, None)
+            self._starting.discard(name)
+
+    def failed(self, name: str, reason: str) -> None:
+        """The pipeline could not start or stopped on an error (it is retried): not ready, with why."""
+        with self._lock:
+            self._failed[name] = reason
+            self._members.pop(name, None)
+            self._starting.discard(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._members.keys() | self._failed.keys() | self._starting)
+
+    def alive(self) -> tuple[bool, str]:
+        with self._lock:
+            members = sorted(self._members.items())
+        for name, health in members:
+            ok, reason = health.alive()
+            if not ok:
+                return False, f"{name}: {reason}"
+        return True, "ok"
+
+    def ready_of(self, name: str) -> tuple[bool, str]:
+        with self._lock:
+            failed, health = self._failed.get(name), self._members.get(name)
+        if failed is not None:
+            return False, f"failed: {failed}"
+        if health is None:
+            return False, "starting"
+        return health.ready()
+
+    def ready(self) -> tuple[bool, str]:
+        problems = []
+        for name in self.names():
+            ok, reason = self.ready_of(name)
+            if not ok:
+                problems.append(f"{name}: {reason}")
+        if problems:
+            return False, "; ".join(problems)
+        return True, "ok"

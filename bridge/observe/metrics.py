@@ -229,7 +229,7 @@ def change_applied(table: str, origin: str, ts_us: int, outcome: Any) -> None:
         LAST_APPLIED[table] = (now, ts_us, origin)
         lag = max(0.0, now - ts_us / 1e6)
         REPLICATION_LAG.labels(table, origin).observe(lag)
-        LAG_WINDOWS.add(lag)
+        LAG_WINDOWS.add(lag, table)
 
 
 def broker_confirmed(transport: str, messages: int) -> None:
@@ -326,21 +326,26 @@ class LagWindows:
 
     def __init__(self) -> None:
         self._windows: dict[str, list[float]] = {}
+        self._tables: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
-    def open(self, name: str) -> None:
+    def open(self, name: str, table: str | None = None) -> None:
+        """``table``: only that table's lags (one process may apply to many: pipelines); None: every table's."""
         with self._lock:
             self._windows.setdefault(name, [])
+            self._tables[name] = table
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, table: str | None = None) -> None:
         with self._lock:
-            for values in self._windows.values():
-                if len(values) < self.CAP:
+            for name, values in self._windows.items():
+                wanted = self._tables.get(name)
+                if len(values) < self.CAP and (wanted is None or table is None or wanted == table):
                     values.append(value)
 
     def close(self, name: str) -> None:
         with self._lock:
             self._windows.pop(name, None)
+            self._tables.pop(name, None)
 
     def take(self, name: str) -> list[float]:
         with self._lock:

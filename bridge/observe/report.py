@@ -41,7 +41,7 @@ class MinuteLog:
         self.interval = interval
         self._clock = clock
         self._window = f"log-{id(self)}"
-        LAG_WINDOWS.open(self._window)
+        LAG_WINDOWS.open(self._window, table)
         self._started = self._since = clock()
         self._last = self._totals()
         self._first = dict(self._last)

@@ -11,10 +11,11 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.observe.health import Health
+from bridge.observe.health import Health, HealthSet
 from bridge.observe.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class MetricsServer:
     """Serves until :meth:`close`. ``port`` 0 picks a free port (see :attr:`port`)."""
 
-    def __init__(self, health: Health, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, health: Health | HealthSet, host: str = "127.0.0.1", port: int = 0) -> None:
         self.health = health
         handler = type("_Handler", (_Handler,), {"health": health})
         self._server = ThreadingHTTPServer((host, port), handler)
@@ -43,10 +44,19 @@ class MetricsServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    health: Health
+    health: Health | HealthSet
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        pipeline = parse_qs(query).get("pipeline")
+        if path == "/readyz" and pipeline and isinstance(self.health, HealthSet):
+            # One pipeline of many: its own readiness (an orchestrator may watch each).
+            if pipeline[0] not in self.health.names():
+                self._send(404, f"no pipeline {pipeline[0]}\n".encode())
+                return
+            ok, reason = self.health.ready_of(pipeline[0])
+            self._send(200 if ok else 503, f"{reason}\n".encode())
+            return
         if path == "/metrics":
             self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
         elif path == "/healthz":

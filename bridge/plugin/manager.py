@@ -55,6 +55,11 @@ class PluginSet:
                 f" installed: {', '.join(known) or 'none'}.{did_you_mean}"
             ) from None
 
+    def sibling(self, url: str | TransportURL, suffix: str) -> TransportURL:
+        """The destination beside ``url``, named by its own transport: ``users.dlq`` -> ``users.dlq.parked``."""
+        parsed = url if isinstance(url, TransportURL) else TransportURL.parse(url)
+        return self.transport_class(parsed)(parsed).sibling(suffix)
+
     def open(self, url: str | TransportURL, role: str) -> Transport:
         parsed = url if isinstance(url, TransportURL) else TransportURL.parse(url)
         transport = self.transport_class(parsed)(parsed)

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,14 +23,26 @@ from bridge.observe import Health, metrics
 from bridge.observe.pause import Pause
 from bridge.publish.batching import BatchLimits, record_size
 from bridge.publish.loopguard import LoopGuard
+from bridge.publish.projection import Projection
 from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
-from bridge.source.streams import StreamReader
+from bridge.source.streams import ShardRead
 from bridge.transport.reliable import ReliableTransport
 
 log = logging.getLogger(__name__)
 # A turn may wait on a broker that is reconnecting (retried until stopped): readiness says so sooner.
 LOOP_MAX_INTERVAL_S = 300.0
+
+
+class RecordReader(Protocol):
+    """Where records come from and where confirmed positions go: the daemon's
+    :class:`~bridge.source.streams.StreamReader`, or the serverless handler's event."""
+
+    def poll(self, limit: int = ...) -> list[ShardRead]: ...
+
+    def confirm(self, shard_id: str, sequence_number: str | None, ended: bool = False) -> None: ...
+
+    def rewind(self) -> None: ...
 
 
 @dataclass
@@ -67,7 +79,7 @@ class _Buffer:
 class Publisher:
     def __init__(
         self,
-        reader: StreamReader,
+        reader: RecordReader,
         transport: ReliableTransport,
         signer: Signer,
         parker: Parker,
@@ -84,12 +96,16 @@ class Publisher:
         ttl_deletes: str = "replicate",
         health: Health | None = None,
         max_paused: float | None = None,
+        projection: Projection | None = None,
+        pause_scope: str = "publish",
     ) -> None:
         self.health = health or Health()
         self.health.register_loop("publish", max_interval_s=LOOP_MAX_INTERVAL_S)
         self._metrics = metrics.publish_mirror(table)
         self.reader = reader
-        self.sender = Sender(transport, signer, parker, origin=origin, table=table, compression=compression)
+        self.sender = Sender(
+            transport, signer, parker, origin=origin, table=table, compression=compression, projection=projection
+        )
         self.parker = parker
         self.table = table
         self.key_names = key_names
@@ -104,7 +120,7 @@ class Publisher:
         self._buf = _Buffer()
         self._ended: set[str] = set()
         self.health = health or Health()
-        self.pause = Pause("publish", self.health, max_paused_s=max_paused)
+        self.pause = Pause(pause_scope, self.health, max_paused_s=max_paused)
 
     def run(self, until_idle: float | None = None) -> PublishStats:
         """Publish until stopped (then flush and checkpoint), or until idle for ``until_idle`` s."""
@@ -160,6 +176,26 @@ class Publisher:
         while self._due():
             self.flush()
         return got
+
+    def publish_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        """Publish ``records`` (one shard, in order) now, confirming each flushed prefix to the reader.
+
+        The serverless handler's whole turn: the event source delivered the records, and what the
+        reader was told is confirmed is all that may be skipped on a retry. On any error what was
+        read and not confirmed is forgotten (the event source sends it again), and so is the loop
+        guard's memory of it.
+        """
+        try:
+            self._take(shard_id, records)
+            while self._buf.items:
+                self.flush()
+        except BaseException:
+            self._buf = _Buffer()
+            if self.guard is not None:
+                self.guard.store.rollback()
+            raise
+        finally:
+            self._metrics.sync(self.stats)
 
     def _stop_line(self, exc: SystemicError) -> None:
         """Forget what was read and not confirmed, as a restart would: after the pause the reader

@@ -26,16 +26,14 @@ ends with the same winner, without any attribute written by the application.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import orjson
-
 from bridge.change import Change, Image, Operation, Outcome, Version, fingerprint
 from bridge.errors import ApplyError, RecordError, SourceError
 from bridge.source.records import wire_image
+from bridge.state.guard_memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -65,58 +63,6 @@ class LocalTable(Protocol):
     def tombstone(self, keys: Image) -> dict[str, Any] | None: ...
 
     def apply(self, change: Change, *, repair: bool = False) -> Outcome: ...
-
-
-Remembered = tuple[float, Version, Change]  # when seen (epoch s), newest version, the change carrying it
-
-
-class MemoryStore:
-    """The guard's per-key memory, committed with the publisher's checkpoint.
-
-    After a crash the publisher resumes from its checkpoint; the memory must be the one
-    that went with that checkpoint, or a key overwritten just before the crash is never
-    repaired. ``rollback`` is what a restart sees.
-    """
-
-    def __init__(self) -> None:
-        self._committed: dict[str, Remembered] = {}
-        self._pending: dict[str, Remembered] = {}
-
-    def get(self, token: str) -> Remembered | None:
-        return self._pending.get(token) or self._committed.get(token)
-
-    def put(self, token: str, value: Remembered) -> None:
-        self._pending[token] = value
-
-    def commit(self, older_than: float) -> None:
-        self._committed.update(self._pending)
-        self._pending.clear()
-        for token in [t for t, (seen, _, _) in self._committed.items() if seen < older_than]:
-            del self._committed[token]
-
-    def rollback(self) -> None:
-        self._pending.clear()
-
-
-class SqliteStore(MemoryStore):
-    """:class:`MemoryStore` kept in a SQLite file beside the checkpoint."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS newest (token TEXT PRIMARY KEY, seen REAL, change BLOB)")
-        for token, seen, blob in self._db.execute("SELECT token, seen, change FROM newest"):
-            change = Change.from_wire(orjson.loads(blob))
-            self._committed[token] = (seen, change.version, change)
-
-    def commit(self, older_than: float) -> None:
-        rows = [(t, seen, orjson.dumps(c.to_wire())) for t, (seen, _, c) in self._pending.items()]
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO newest VALUES (?, ?, ?)", rows)
-            self._db.execute("DELETE FROM newest WHERE seen < ?", (older_than,))
-        super().commit(older_than)
 
 
 class LoopGuard:

@@ -17,6 +17,7 @@ from bridge.change import Change
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Batch, Compression, Signer, encode
 from bridge.errors import MessageTooLargeError
+from bridge.publish.projection import Projection
 from bridge.transport import OutgoingMessage
 from bridge.transport.reliable import ReliableTransport
 
@@ -39,8 +40,10 @@ class Sender:
         origin: str,
         table: str,
         compression: Compression = Compression.ZSTD,
+        projection: Projection | None = None,
     ) -> None:
         self.transport = transport
+        self.projection = projection  # applied before signing: excluded attributes never leave
         self.signer = signer
         self.parker = parker
         self.origin = origin
@@ -52,6 +55,8 @@ class Sender:
         """Publish ``changes`` in order; returns once the broker confirmed all of them."""
         if not changes:
             return
+        if self.projection is not None:
+            changes = [self.projection.change(c) for c in changes]
         messages: list[OutgoingMessage] = []
         sent = self._encode_fitting(list(changes), messages)
         if messages:

@@ -1,8 +1,13 @@
-"""Durable state on the publish side: stream checkpoints and scan progress, in SQLite or DynamoDB.
+"""Durable state on the publish side: stream checkpoints, scan progress and the active-active loop
+guard's memory (``guard_memory``), each in SQLite or DynamoDB.
 
 A store spec is a path (SQLite file) or ``dynamodb://TABLE`` (a table shared by a fleet or by Lambda).
+Every SQLite store opens its file through :func:`bridge.state.sqlite.open_durable` (WAL,
+``synchronous=FULL``): the checkpoints, the scan progress beside them, and the active-active loop
+guard's memory, which is committed with the checkpoint.
 
-May import: ``bridge.errors`` only; everything above uses it.
+May import: ``bridge.errors``, ``bridge.observe``, ``bridge.change`` (the guard remembers changes) and
+``bridge.aws`` (the one AWS error policy: a missing or refused table stops the line).
 """
 
 from bridge.state.checkpoints import (

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from bridge.errors import ConfigError, SourceError
+from bridge.aws.errors import failure
+from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.state.integrity import (
     FORMAT,
     RESET_HINT,
@@ -34,6 +35,7 @@ from bridge.state.integrity import (
     refuse_tableless,
     refuse_unusable_file,
 )
+from bridge.state.sqlite import open_durable
 
 __all__ = [
     "Checkpoint",
@@ -103,18 +105,15 @@ class SqliteCheckpointStore:
             move_aside(self.path)
         existed = refuse_unusable_file(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit mode; transactions are explicit (BEGIN IMMEDIATE) so read-merge-write is atomic.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             if existed:
-                refuse_tableless(self._db, self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
+                with contextlib.closing(sqlite3.connect(self.path)) as db:
+                    refuse_tableless(db, self.path)
+            self._db = open_durable(
+                self.path,
                 "CREATE TABLE IF NOT EXISTS checkpoints ("
                 " stream_id TEXT NOT NULL, shard_id TEXT NOT NULL, sequence_number TEXT,"
                 " finished INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL, checksum TEXT,"
-                " PRIMARY KEY (stream_id, shard_id))"
+                " PRIMARY KEY (stream_id, shard_id))",
             )
             self._migrate()
         except sqlite3.Error as exc:
@@ -225,8 +224,9 @@ class DynamoDBCheckpointStore:
         self.table_name = table_name
         self._ensure_table(create)
 
-    def _fail(self, action: str, exc: Exception) -> SourceError:
-        return SourceError(f"checkpoint table {self.table_name!r}: cannot {action}: {exc}")
+    def _fail(self, action: str, exc: Exception) -> BridgeError:
+        # The one AWS policy: a missing table or refused access concerns every checkpoint (the line pauses).
+        return failure(exc, f"checkpoint table {self.table_name!r}: cannot {action}", SourceError)
 
     def _ensure_table(self, create: bool) -> None:
         try:

@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bridge.errors import ConfigError, SourceError
+from bridge.aws.errors import failure
+from bridge.errors import BridgeError, ConfigError, SourceError
 from bridge.state.checkpoints import DynamoDBCheckpointStore, SqliteCheckpointStore, open_checkpoint_store
+from bridge.state.sqlite import open_durable
 
 Doc = dict[str, Any]
 
@@ -47,13 +49,10 @@ class SqliteScanProgress:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
+            self._db = open_durable(
+                self.path,
                 "CREATE TABLE IF NOT EXISTS scan_progress (run TEXT NOT NULL, name TEXT NOT NULL,"
-                " step INTEGER NOT NULL, doc TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (run, name))"
+                " step INTEGER NOT NULL, doc TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (run, name))",
             )
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"progress store {self.path}: cannot open: {exc}") from exc
@@ -99,8 +98,8 @@ class DynamoDBScanProgress:
         self._client = client
         self.table_name = table_name
 
-    def _fail(self, action: str, exc: Exception) -> SourceError:
-        return SourceError(f"progress table {self.table_name!r}: cannot {action}: {exc}")
+    def _fail(self, action: str, exc: Exception) -> BridgeError:
+        return failure(exc, f"progress table {self.table_name!r}: cannot {action}", SourceError)
 
     def load(self, run: str) -> dict[str, Doc]:
         result: dict[str, Doc] = {}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -196,3 +196,9 @@ class Transport(abc.ABC):
     def depth(self) -> int | None:
         """Messages waiting to be received (``bridge status``); ``None``: this transport cannot say."""
         return None
+
+
+Opener = Callable[["TransportURL", str], Transport]
+"""Opens a transport for a URL in a role (``publish``, ``consume``, ``dlq``): the plugin set's
+:meth:`~bridge.plugin.manager.PluginSet.open`, handed down by whoever built the plugin set, so no
+module below the CLI reaches for a process-wide plugin manager."""

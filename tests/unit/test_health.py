@@ -36,3 +36,21 @@ def test_pause_and_link_down_make_it_not_ready_with_the_reason() -> None:
     health.resume("apply")
     health.link_up("transport")
     assert health.ready() == (True, "ok") and health.alive() == (True, "ok")
+
+
+def test_health_set_names_each_pipeline_not_ready() -> None:
+    from bridge.observe.health import HealthSet
+
+    fleet = HealthSet()
+    fleet.expect(["a", "b"])
+    assert fleet.ready() == (False, "a: starting; b: starting")
+    a, b = Health(), Health()
+    fleet.add("a", a)
+    fleet.add("b", b)
+    assert fleet.ready() == (True, "ok")
+    b.pause("publish", "table gone")
+    fleet.failed("a", "source table 'x' does not exist")
+    ok, reason = fleet.ready()
+    assert not ok and reason == "a: failed: source table 'x' does not exist; b: publish paused: table gone"
+    assert fleet.ready_of("b") == (False, "publish paused: table gone")
+    assert fleet.alive() == (True, "ok")  # a failed pipeline is retried in place: no reason to restart the rest

@@ -23,16 +23,18 @@ ALLOWED: dict[str, set[str]] = {
     "bridge.observe": {"bridge.errors"},
     "bridge.change": {"bridge.errors"},
     "bridge.config": {"bridge.errors"},
-    "bridge.state": {"bridge.errors", "bridge.observe"},
+    # The stores of the publish side; AWS errors go through the one policy of bridge.aws.
+    "bridge.state": {"bridge.errors", "bridge.observe", "bridge.change", "bridge.aws"},
     "bridge.transport": {"bridge.errors", "bridge.observe"},
     "bridge.plugin": {"bridge", "bridge.errors", "bridge.transport"},
     "bridge.envelope": BASE,
     "bridge.aws": {"bridge.errors", "bridge.observe", "bridge.transport"},
-    "bridge.deadletter": BASE | {"bridge.envelope", "bridge.transport", "bridge.plugin"},
+    # The plugin manager is built by wiring / the CLI and handed down (an Opener), never fetched.
+    "bridge.deadletter": BASE | {"bridge.envelope", "bridge.transport"},
     "bridge.source": BASE | {"bridge.state", "bridge.aws"},
     "bridge.publish": BASE
     | {"bridge.source", "bridge.state", "bridge.envelope", "bridge.transport", "bridge.deadletter", "bridge.aws"},
-    "bridge.apply": BASE | {"bridge.envelope", "bridge.transport", "bridge.deadletter", "bridge.aws", "bridge.plugin"},
+    "bridge.apply": BASE | {"bridge.envelope", "bridge.transport", "bridge.deadletter", "bridge.aws"},
     "bridge.copy": BASE
     | {
         "bridge.source",

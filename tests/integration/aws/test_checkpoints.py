@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, SystemicError
 from bridge.state.checkpoints import (
     Checkpoint,
     CheckpointStore,
@@ -23,6 +23,7 @@ from bridge.state.checkpoints import (
     open_checkpoint_store,
     sortable_sequence,
 )
+from bridge.state.guard_memory import DynamoDBStore
 
 STREAM = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
 SHORT = "9" * 21  # numerically smaller, but sorts after LONG as a string
@@ -160,6 +161,21 @@ def test_dynamodb_creates_the_table(moto_endpoint: str, unique: str) -> None:
     assert item["seq_sort"] == {"S": "5".zfill(40)}
     # A second store on the existing table sees the checkpoint.
     assert DynamoDBCheckpointStore(client, unique).load(STREAM) == {"s": Checkpoint("5", False)}
+
+
+@pytest.mark.aws
+def test_dynamodb_table_deleted_under_a_running_store_stops_the_line(moto_endpoint: str, unique: str) -> None:
+    """A checkpoint table gone concerns every checkpoint: SystemicError (the publisher pauses), not a
+    per-batch SourceError; the guard's memory in the same table says the same."""
+    client = dynamodb(moto_endpoint)
+    store = DynamoDBCheckpointStore(client, unique)
+    store.save(STREAM, "s", "5")
+    memory = DynamoDBStore(client, unique, "here|t")
+    client.delete_table(TableName=unique)
+    with pytest.raises(SystemicError, match=f"checkpoint table '{unique}': cannot save s: ResourceNotFoundException"):
+        store.save(STREAM, "s", "6")
+    with pytest.raises(SystemicError, match="cannot read the loop guard's memory"):
+        memory.get("token")
 
 
 @pytest.mark.aws

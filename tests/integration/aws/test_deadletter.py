@@ -17,12 +17,11 @@ import orjson
 import pytest
 
 from bridge.change import Change, Operation, Version
-from bridge.deadletter.records import FailureRecord, Kind, Parker, State, parked_url
+from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.demo.workload import create_table
 from bridge.envelope import TrustStore, decode
 from bridge.errors import DecodeError, SystemicError
-from bridge.plugin.manager import open_transport
-from bridge.transport import TransportURL
+from bridge.plugin.manager import open_transport, plugin_set
 from bridge.transport.reliable import ReliableTransport
 from bridge.wiring import build_applier
 from tests.deadletter_support import (
@@ -117,14 +116,14 @@ def test_forged_or_broken_records_are_refused_naming_what_is_wrong(body: bytes, 
     ],
 )
 def test_the_parked_queue_sits_beside_the_retry_queue(dlq: str, parked: str) -> None:
-    assert parked_url(TransportURL.parse(dlq)).raw == parked
+    assert plugin_set().sibling(dlq, "parked").raw == parked
 
 
 def test_parker_routes_by_state_and_keeps_what_the_queue_refuses_locally(tmp_path: Path) -> None:
     name = f"memory://parker-{time.monotonic_ns()}"
     dlq = open_transport(name + ".dlq", "dlq")
     dlq.max_message_bytes = 2048  # type: ignore[misc]  # a broker with a small limit
-    parker = Parker(ReliableTransport(dlq), tmp_path / "q")
+    parker = Parker(ReliableTransport(dlq), tmp_path / "q", opener=open_transport)
     retrying = sample()
     parked = sample().with_(state=State.PARKED, retry_at=None)
     quarantined = FailureRecord(Kind.ENVELOPE, State.QUARANTINED, "SignatureError", "bad", b"DDBR")

@@ -171,7 +171,7 @@ class Harness:
             ReliableTransport(open_transport(name, "consume")),
             TargetTable.open(client, table),
             TrustStore.of(SIGNER),
-            Parker(ReliableTransport(open_transport(name + ".dlq", "dlq")), quarantine_dir),
+            Parker(ReliableTransport(open_transport(name + ".dlq", "dlq")), quarantine_dir, opener=open_transport),
             workers=2,
         )
         # Hostile input here is judged envelope by envelope. Many envelopes of one unknown key in a

@@ -199,7 +199,7 @@ def test_malformed_stream_records_are_parked_and_the_rest_published(amqp_url: st
         reader,
         main,
         SIGNER,
-        Parker(dlq, tmp_path / "q"),  # type: ignore[arg-type]
+        Parker(dlq, tmp_path / "q", opener=open_transport),  # type: ignore[arg-type]
         table="users",
         key_names=("tenant", "user_id"),
         origin="cn-north-1",
@@ -244,7 +244,7 @@ def test_change_too_large_for_the_transport_is_parked_not_sent(tmp_path: Path) -
         reader,
         ReliableTransport(transport),
         SIGNER,  # type: ignore[arg-type]
-        Parker(ReliableTransport(dlq), tmp_path / "q"),
+        Parker(ReliableTransport(dlq), tmp_path / "q", opener=open_transport),
         table="users",
         key_names=("tenant", "user_id"),
         origin="o",

@@ -31,11 +31,11 @@ from bridge.config import ApplyConfig
 from bridge.copy.bootstrap import COPY_MARGIN_S, Bootstrap, ProgressMeter, SegmentState, scanned_change
 from bridge.copy.compare import compare_tables
 from bridge.copy.scan import ReadBudget
-from bridge.deadletter.records import FailureRecord, parked_url
+from bridge.deadletter.records import FailureRecord
 from bridge.demo.emulator import moto_server
 from bridge.demo.workload import create_table
 from bridge.envelope import Signer, keygen
-from bridge.plugin.manager import open_transport
+from bridge.plugin.manager import open_transport, plugin_set
 from bridge.publish.sender import Sender
 from bridge.source.records import parse_record
 from bridge.state.scan_progress import open_scan_progress
@@ -342,7 +342,11 @@ def test_an_item_with_a_malformed_timestamp_is_parked_with_the_reason(
     boot.close()
     assert stats.complete and stats.items == 21 and stats.parked == 1
     dlq = TransportURL.parse(f"memory://{unique}.dlq")
-    deliveries = [d for url in (dlq, parked_url(dlq)) for d in open_transport(url, "dlq").receive(10, timeout=0.5)]
+    deliveries = [
+        d
+        for url in (dlq, plugin_set().sibling(dlq, "parked"))
+        for d in open_transport(url, "dlq").receive(10, timeout=0.5)
+    ]
     (record,) = [FailureRecord.decode(d.body) for d in deliveries]
     assert "item.updated_at" in record.message and "last tuesday" in record.message
     assert json.loads(record.payload)["user_id"] == {"N": "99"}

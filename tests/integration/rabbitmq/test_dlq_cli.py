@@ -192,7 +192,7 @@ def test_purge_asks_first_and_removes_only_what_matches(bridge_setup: dict[str, 
         Version(5, "o", 5),
         {"tenant": {"S": "dlq"}, "user_id": {"N": "9"}},
     )
-    parker = Parker(ReliableTransport(open_transport(s["dlq"], "dlq")), tmp_path / "q")
+    parker = Parker(ReliableTransport(open_transport(s["dlq"], "dlq")), tmp_path / "q", opener=open_transport)
     parker.park_all(
         [
             FailureRecord(
