@@ -510,7 +510,9 @@ class TargetTable:
             if old and fingerprint(from_boto_image(old)) != fp:
                 # an application update slipped in between read and delete: record what really went
                 self._remember_deleted(key, fingerprint(from_boto_image(old)))
-            return Outcome.APPLIED
+            # The tombstone already held this delete: a redelivery, finishing what a crash cut short or
+            # removing an older put of the same receive whose own undo waits for the batched read.
+            return Outcome.DUPLICATE if written is Outcome.DUPLICATE else Outcome.APPLIED
         raise TransientApplyError("the item kept changing while it was being deleted; will retry")
 
     def _remember_deleted(self, key: Image, fp: str) -> None:
