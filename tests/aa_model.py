@@ -19,6 +19,8 @@ from bridge.source.records import parse_record
 from bridge.state.guard_memory import MemoryStore
 
 V, W, D = "_bridge_v", "_bridge_w", "_bridge_deleted"
+# TargetTable's Unsettled: (key, version, item held after the put, outcome if no newer tombstone)
+Unsettled = tuple[str, str, Image, Outcome]
 
 
 def user(item: Image) -> Image:
@@ -39,6 +41,10 @@ class Replica:
     app_writes: list[int] = field(default_factory=list)  # ground truth: stream indexes the application wrote
     guard: LoopGuard = field(init=False)
     memory: MemoryStore = field(default_factory=MemoryStore)
+    # puts applied whose tombstone read has not happened yet: the applier reads them in batches
+    # after the writes of a delivery, so other writes (of any replica's delivery) may come between
+    unsettled: list[tuple[Unsettled, Change]] = field(default_factory=list)
+    redelivered: list[Change] = field(default_factory=list)  # unacked when its applier died
 
     def __post_init__(self) -> None:
         self.guard = LoopGuard(self, self.name, store=self.memory)
@@ -56,23 +62,28 @@ class Replica:
         return {V: {"S": t["v"]}, D: {"SS": sorted(t["fps"])}} if t else None
 
     def apply(self, change: Change, *, repair: bool = False) -> Outcome:
+        """TargetTable.apply: the writes, then at once the tombstone read of an unsettled put."""
+        result = self.start(change, repair=repair)
+        if isinstance(result, tuple):
+            return self.settle(result)
+        return result
+
+    def start(self, change: Change, *, repair: bool = False) -> Outcome | Unsettled:
+        """TargetTable.start: a put that created its item, or found its own version, is unsettled."""
         k, v = change.keys["k"]["S"], change.version.encode()
         cur = self.table.get(k)
         held = cur.get(V, {}).get("S") if cur else None
         if held is not None and (held > v or (held == v and not (repair and change.op is Operation.PUT))):
+            if held == v and change.op is Operation.PUT:
+                assert cur is not None
+                return (k, v, cur, Outcome.DUPLICATE)  # a redelivery: read the tombstone again
             return Outcome.DUPLICATE if held == v else Outcome.STALE
         if change.op is Operation.PUT:
             assert change.new_image is not None
             self.world.seq += 1
             new = {**user(change.new_image), V: {"S": v}, W: {"S": f"w{self.world.seq}"}}
             self._write(k, new)
-            if cur is None:
-                tomb = self.tombs.get(k)
-                if tomb and tomb["v"] > v:  # undo an older put that arrived after a newer delete
-                    tomb["fps"].add(fingerprint(new))
-                    self._write(k, None)
-                    return Outcome.STALE
-            return Outcome.APPLIED
+            return (k, v, new, Outcome.APPLIED) if cur is None else Outcome.APPLIED
         fp = fingerprint(cur) if cur else None
         tomb = self.tombs.get(k)
         if tomb and tomb["v"] > v:
@@ -86,6 +97,20 @@ class Replica:
             return Outcome.DUPLICATE if dup else Outcome.APPLIED
         self._write(k, None)
         return Outcome.APPLIED
+
+    def settle(self, put: Unsettled) -> Outcome:
+        """TargetTable.settle, with the tombstone as it is now (read after the put)."""
+        k, v, item, outcome = put
+        tomb = self.tombs.get(k)
+        if not tomb or tomb["v"] <= v:
+            return outcome
+        # undo an older put that arrived after a newer delete: whatever item is older than the tombstone
+        tomb["fps"].add(fingerprint(item))
+        cur = self.table.get(k)
+        if cur is not None and cur.get(V, {}).get("S") is not None and cur[V]["S"] < tomb["v"]:
+            tomb["fps"].add(fingerprint(cur))
+            self._write(k, None)
+        return Outcome.STALE
 
     # -- writes, as the application makes them -------------------------------------------
     def app_put(self, k: str, val: str) -> None:
@@ -146,7 +171,21 @@ class Replica:
     def deliver(self, change: Change) -> None:
         if change.version.origin == self.name:
             self.echoes += 1
-        self.apply(change)
+        result = self.start(change)
+        if isinstance(result, tuple):
+            self.unsettled.append((result, change))
+
+    def settle_some(self, n: int) -> None:
+        """The applier's batched tombstone reads: the ``n`` oldest unsettled puts are decided."""
+        done, self.unsettled = self.unsettled[:n], self.unsettled[n:]
+        for put, _ in done:
+            self.settle(put)
+
+    def applier_crash(self) -> None:
+        """bridge-apply dies after its puts, before their tombstone reads: nothing of them was
+        acked, so the broker delivers them again."""
+        self.redelivered += [change for _, change in self.unsettled]
+        self.unsettled = []
 
 
 @dataclass
@@ -174,6 +213,13 @@ class World:
                 target = next(r for r in self.replicas if r.name == dst)
                 while queue:
                     target.deliver(queue.pop(0))
+                    moved = True
+            for r in self.replicas:
+                while r.redelivered:
+                    r.deliver(r.redelivered.pop(0))
+                    moved = True
+                if r.unsettled:
+                    r.settle_some(len(r.unsettled))
                     moved = True
             if not moved:
                 return

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 from bridge.apply.retry import Failed, RetryLoop, RetryPolicy, failure_records, reattempt
-from bridge.apply.target import TargetTable
-from bridge.change import Change, Outcome
+from bridge.apply.target import BATCH_GET_KEYS, KeyId, TargetTable, Unsettled
+from bridge.change import Change, Image, Outcome
 from bridge.deadletter.records import FailureRecord, Kind, Parker, State
 from bridge.envelope import Batch, TrustStore, decode, peek
 from bridge.errors import (
@@ -97,12 +97,19 @@ class ChangeApplier:
         self._lock = threading.Lock()
 
     def apply(self, items: Sequence[tuple[Change, T]]) -> list[Failed[T]]:
+        """Apply ``items``: first every change's writes (keys in parallel, each key's changes in
+        order), then the tombstones of the puts that created items, read in batches *after* all
+        those puts (docs/consistency.md: a put before its tombstone read), then their outcomes."""
         by_key: dict[str, list[tuple[Change, T]]] = {}
         for change, tag in items:
             by_key.setdefault(change.key_token, []).append((change, tag))
         failures: list[Failed[T]] = []
-        for result in self._pool.map(self._apply_key, by_key.values()):
-            failures.extend(result)
+        unsettled: list[tuple[Unsettled, T]] = []
+        for failed, waiting in self._pool.map(self._apply_key, by_key.values()):
+            failures.extend(failed)
+            unsettled.extend(waiting)
+        if unsettled:
+            failures.extend(self._settle(unsettled))
         return failures
 
     def shutdown(self) -> None:
@@ -112,35 +119,91 @@ class ChangeApplier:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + n)
 
-    def _apply_key(self, items: list[tuple[Change, T]]) -> list[Failed[T]]:
+    def _apply_key(self, items: list[tuple[Change, T]]) -> tuple[list[Failed[T]], list[tuple[Unsettled, T]]]:
         failures: list[Failed[T]] = []
+        unsettled: list[tuple[Unsettled, T]] = []
         for change, tag in items:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    outcome = self._apply_one(change)
-                except TransientApplyError as exc:
-                    metrics.aws_error("target", exc)
-                    if attempt <= self.transient_retries and not self.stop.is_set():
-                        self.count("retries")
-                        time.sleep(self.backoff.delay(attempt))
-                        continue
-                    failures.append(Failed(tag, change, exc, attempt))
-                except ApplyError as exc:
-                    metrics.aws_error("target", exc)
-                    failures.append(Failed(tag, change, exc, attempt))
-                else:
-                    self.count(outcome_counter(outcome))
-                    metrics.change_applied(self.target.table, change.version.origin, change.version.ts_us, outcome)
-                    if self.on_applied is not None:
-                        self.on_applied(change, outcome)
-                break
+            result = self._attempt(change, tag, self._apply_one)
+            if isinstance(result, Failed):
+                failures.append(result)
+            elif isinstance(result, Unsettled):
+                unsettled.append((result, tag))
+            else:
+                self._done(change, result)
+        return failures, unsettled
+
+    def _settle(self, unsettled: list[tuple[Unsettled, T]]) -> list[Failed[T]]:
+        """Read the tombstones of the unsettled puts, 100 keys a call (calls in parallel), and decide each."""
+        chunks: dict[KeyId, int] = {}
+        keys: list[list[Image]] = []
+        for put, _ in unsettled:
+            key_id = self.target.key_id(put.key)
+            if key_id not in chunks:
+                if not keys or len(keys[-1]) >= BATCH_GET_KEYS:
+                    keys.append([])
+                keys[-1].append(put.key)
+                chunks[key_id] = len(keys) - 1
+        reads = list(self._pool.map(self._read_chunk, keys))
+        failures: list[Failed[T]] = []
+        for put, tag in unsettled:
+            read = reads[chunks[self.target.key_id(put.key)]]
+            if isinstance(read, ApplyError):
+                metrics.aws_error("target", read)
+                failures.append(Failed(tag, put.change, read, self.transient_retries + 1))
+                continue
+            tomb = read.get(self.target.key_id(put.key))
+            result = self._attempt(put.change, tag, lambda _c, p=put, t=tomb: self.target.settle(p, t))  # type: ignore[misc]
+            if isinstance(result, Failed):
+                failures.append(result)
+            else:
+                assert isinstance(result, Outcome)
+                self._done(put.change, result)
         return failures
 
-    def _apply_one(self, change: Change) -> Outcome:
+    def _read_chunk(self, keys: list[Image]) -> dict[KeyId, str] | ApplyError:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self.target.read_tombstones(keys)
+            except TransientApplyError as exc:
+                if attempt <= self.transient_retries and not self.stop.is_set():
+                    self.count("retries")
+                    time.sleep(self.backoff.delay(attempt))
+                    continue
+                return exc
+            except ApplyError as exc:
+                return exc
+
+    def _attempt(
+        self, change: Change, tag: T, fn: Callable[[Change], Outcome | Unsettled]
+    ) -> Outcome | Unsettled | Failed[T]:
+        """``fn(change)``, transient errors retried in place with backoff; a failure as :class:`Failed`."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn(change)
+            except TransientApplyError as exc:
+                metrics.aws_error("target", exc)
+                if attempt <= self.transient_retries and not self.stop.is_set():
+                    self.count("retries")
+                    time.sleep(self.backoff.delay(attempt))
+                    continue
+                return Failed(tag, change, exc, attempt)
+            except ApplyError as exc:
+                metrics.aws_error("target", exc)
+                return Failed(tag, change, exc, attempt)
+
+    def _done(self, change: Change, outcome: Outcome) -> None:
+        self.count(outcome_counter(outcome))
+        metrics.change_applied(self.target.table, change.version.origin, change.version.ts_us, outcome)
+        if self.on_applied is not None:
+            self.on_applied(change, outcome)
+
+    def _apply_one(self, change: Change) -> Outcome | Unsettled:
         try:
-            return self.target.apply(change)
+            return self.target.start(change)
         except (ApplyError, SystemicError):
             raise
         except Exception as exc:  # e.g. a B value that is not base64: this change's problem only

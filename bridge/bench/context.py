@@ -41,6 +41,9 @@ class Scale:
     backlog: int
     apply_window_s: float
     apply_workers: int = 8
+    cpu_records: int = 20_000  # stream records the publisher CPU figure reads from the stub endpoint
+    cpu_items: int = 2_000  # items the applier CPU figure inserts, then updates, on the stub endpoint
+    cpu_repeats: int = 5
 
     @property
     def quick(self) -> bool:
@@ -62,6 +65,9 @@ QUICK = Scale(
     lag_rate=30,
     backlog=5_000,
     apply_window_s=2,
+    cpu_records=2_000,
+    cpu_items=200,
+    cpu_repeats=1,
 )
 FULL = Scale(
     "full",

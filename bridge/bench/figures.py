@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bridge.bench import apply, codec, lag, memory, relay, source
+from bridge.bench import apply, codec, cpu, lag, memory, relay, source
 from bridge.bench.context import Bench
 from bridge.bench.report import Figure
 from bridge.errors import ConfigError
@@ -28,7 +28,12 @@ STAGES = (
     Stage("wire", ("wire_bytes_ratio",), codec.wire_bytes),
     Stage("relay", ("relay_vs_raw_ratio", "relay_vs_per_message_ratio"), relay.relay),
     Stage("source", ("source_vs_raw_ratio",), source.source),
-    Stage("apply", ("apply_vs_raw_ratio", "writes_per_change", "reads_per_change", "writes_per_delete"), apply.apply),
+    Stage(
+        "apply",
+        ("apply_vs_raw_ratio", "apply_calls_per_change", "writes_per_change", "reads_per_change", "writes_per_delete"),
+        apply.apply,
+    ),
+    Stage("cpu", ("publish_cpu_ratio", "apply_cpu_ratio"), cpu.cpu),
     Stage("lag", ("lag_p99_s",), lag.lag),
     Stage("memory", ("peak_rss_mb",), memory.peak_rss),
 )

@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bridge.aws import Backoff, ErrorClass, classify, describe
 from bridge.errors import ConfigError, DataLossError, SourceError, SystemicError
 from bridge.observe import metrics
+from bridge.source.rawread import read_raw
 from bridge.state.checkpoints import Checkpoint, CheckpointStore, later_sequence, sortable_sequence
 
 __all__ = ["ShardRead", "StreamReader"]
@@ -93,6 +94,7 @@ class StreamReader:
         if on_trimmed not in ("fail", "trim-horizon"):
             raise ConfigError(f"on-trimmed must be 'fail' or 'trim-horizon', got {on_trimmed!r}")
         self._client = client
+        read_raw(client)  # GetRecords answers in the wire's form, without botocore's typed parsing
         self._arn = stream_arn
         self._store = store
         self._start = start_position

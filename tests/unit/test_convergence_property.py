@@ -20,6 +20,9 @@ step = st.one_of(
     st.tuples(st.just("publish"), st.integers(0, 2), st.integers(1, 4), st.booleans()),
     st.tuples(st.just("deliver"), st.integers(0, 5), st.integers(0, 50), st.booleans()),  # any order, maybe again
     st.tuples(st.just("crash"), st.integers(0, 2), st.just(0), st.just(0)),
+    # the applier reads the tombstones of its unsettled puts in a batch, after other writes
+    st.tuples(st.just("settle"), st.integers(0, 2), st.integers(1, 3), st.just(0)),
+    st.tuples(st.just("applier-crash"), st.integers(0, 2), st.just(0), st.just(0)),  # before its tombstone reads
     st.tuples(st.just("tick"), st.integers(0, 1), st.just(0), st.just(0)),  # clocks move in whole seconds
 )
 
@@ -44,6 +47,10 @@ def run(replicas: int, skews: list[int], steps: list[tuple[Any, ...]]) -> World:
                 next(x for x in world.replicas if x.name == pairs[who % len(pairs)][1]).deliver(change)
         elif kind == "crash":
             r.crash()
+        elif kind == "settle":
+            r.settle_some(what)
+        elif kind == "applier-crash":
+            r.applier_crash()
         else:
             world.clock += who
     world.quiesce()
