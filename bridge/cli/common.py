@@ -50,6 +50,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+#: ``--log-level`` of the admin commands (the daemons' comes from their settings), quiet by default.
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+)
+
+
 def setup_logging(level: str, json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge import config
-from bridge.cli.common import handled, setup_logging
+from bridge.cli.common import handled, log_level_option, setup_logging
 from bridge.deadletter.records import (
     LOCAL_SUFFIX,
     FailureRecord,
@@ -294,12 +294,7 @@ def common(fn: F) -> F:
                 show_default=True,
                 help="seconds to wait for a queue's first record (an empty queue costs this much)",
             ),
-            click.option(
-                "--log-level",
-                type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-                default="WARNING",
-                show_default=True,
-            ),
+            log_level_option,
         ]
     ):
         fn = option(fn)

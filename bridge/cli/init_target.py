@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from bridge import config
-from bridge.cli.common import handled, setup_logging
+from bridge.cli.common import handled, log_level_option, setup_logging
 from bridge.copy.schema import Schema, compare_schemas, create_request, create_target, describe_schema
 from bridge.copy.verify import DIFFERENT_EXIT
 from bridge.errors import ConfigError
@@ -32,12 +32,7 @@ from bridge.errors import ConfigError
 )
 @click.option("--pipeline", "pipelines", multiple=True, help="only this pipeline (repeatable; default: all)")
 @click.option("--dry-run", is_flag=True, help="say what would be created; create nothing")
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="WARNING",
-    show_default=True,
-)
+@log_level_option
 @handled
 def init_target(config_files: tuple[str, ...], pipelines: tuple[str, ...], dry_run: bool, log_level: str) -> None:
     """Create each missing target table like its source (keys, indexes, capacity, TTL, stream, class,

@@ -12,7 +12,7 @@ import click
 import orjson
 
 from bridge.apply.keep import Keep
-from bridge.cli.common import aws_side_options, handled, setup_logging
+from bridge.cli.common import aws_side_options, handled, log_level_option, setup_logging
 from bridge.cli.verify_settings import VerifySettings
 from bridge.copy.schema import SchemaDifference, compare_schemas, describe_schema
 from bridge.copy.verify import DIFFERENT_EXIT, Repairer, Side, Verifier, VerifyResult, table_keys
@@ -65,12 +65,7 @@ from bridge.publish.projection import Projection
     show_default=True,
     help="seconds to wait for bridge-apply to apply the repairs",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="WARNING",
-    show_default=True,
-)
+@log_level_option
 @handled
 def verify(
     config_files: tuple[str, ...],
