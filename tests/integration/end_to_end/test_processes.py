@@ -1,0 +1,113 @@
+"""``bridge-apply --processes 2`` on real parts: RabbitMQ, moto's server, real child processes (issue 13).
+
+Two consumers on one queue; one of them is SIGKILLed mid-run. Its unacked messages go back to the
+queue, the parent starts it again, and the target ends exactly as last writer wins says, whichever
+consumer applied which change in which order: the newer versions are sent *before* the older ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bridge.demo.workload import create_table
+from tests.deadletter_support import envelope, put, send, trusted_dir
+from tests.helpers import no_failures_anywhere, start
+from tests.integration.end_to_end.test_stop_the_line import apply_args, expected, names, queue_messages, wait_for
+
+PIDS = re.compile(r"process (\d+) started \(pid (\d+)\)")
+
+
+def child_pids(log: Path) -> dict[int, int]:
+    """The children's pids by index, the latest start of each."""
+    return {int(i): int(pid) for i, pid in PIDS.findall(log.read_text())}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    # A small QoS so both consumers get messages, and the killed one holds some unacked.
+    url = f"{amqp_url}?queue={unique}&prefetch=4"
+    users = range(120)
+    newer = [
+        envelope([put(i, ts=2_000_000, name={"S": "new"}) for i in range(n, n + 5)], eid=f"n{n}")
+        for n in range(0, 120, 5)
+    ]
+    older = [envelope([put(i, name={"S": "old"}) for i in range(n, n + 5)], eid=f"o{n}") for n in range(0, 120, 5)]
+    send(url, newer + older)  # the newer first: order across consumers must not matter
+    log = tmp_path / "apply.log"
+    args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--batch-messages", "2")
+    proc = start("bridge.cli.apply", [*args, "--processes", "2", "--status-file", str(tmp_path / "s.json")], log)
+    try:
+        wait_for("two children", lambda: len(child_pids(log)) == 2, 30, log)
+        wait_for("some changes", lambda: len(names(client, unique)) >= 10, 60, log)
+        victim = child_pids(log)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for("the restart", lambda: child_pids(log).get(0) not in (None, victim), 30, log)
+        wait_for("every change", lambda: names(client, unique) == expected(users, "new"), 90, log)
+        wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
+        children = list(child_pids(log).values())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = proc.wait(60)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert time.monotonic() - sent < 15, output[-3000:]
+    assert "process 0 killed by SIGKILL: starting it again" in output
+    for pid in children:  # every child stopped with the parent
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert no_failures_anywhere(f"{url.split('&', maxsplit=1)[0]}.dlq") == []
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_a_child_stopping_the_line_stops_the_group_with_its_code(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    # The wrong key schema pauses every child; past --max-paused each exits 9, and so does the group.
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(
+        client,
+        unique,
+        stream=False,
+        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        attributes=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    url = f"{amqp_url}?queue={unique}&prefetch=2"
+    send(url, [envelope([put(i, name={"S": "x"})], eid=f"k{i}") for i in range(6)])
+    log = tmp_path / "apply.log"
+    args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--max-paused", "3")
+    code = start("bridge.cli.apply", [*args, "--processes", "2", "--status-file", str(tmp_path / "s.json")], log).wait(
+        60
+    )
+    output = log.read_text()
+    assert code == 9, output[-3000:]
+    assert "exited 9: stopping the others" in output
+    assert client.scan(TableName=unique)["Count"] == 0
+
+
+def test_pipelines_are_refused_with_processes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli.apply import main
+
+    cfg = tmp_path / "apply.yaml"
+    cfg.write_text(
+        "target_region: us-west-2\ntrusted_keys: k.pub\nprocesses: 2\n"
+        "pipelines:\n  - {target_table: aaa, transport: 'memory://a'}\n  - {target_table: bbb, transport: 'memory://b'}\n"
+    )
+    result = CliRunner().invoke(main, ["--config", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert "processes > 1 runs one table per process group" in result.output
