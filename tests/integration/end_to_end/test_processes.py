@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -22,6 +24,31 @@ from tests.helpers import no_failures_anywhere, start
 from tests.integration.end_to_end.test_stop_the_line import apply_args, expected, names, queue_messages, wait_for
 
 PIDS = re.compile(r"process (\d+) started \(pid (\d+)\)")
+
+
+def two_free_ports() -> int:
+    """A port P with P + 1 free too (child i serves metrics on P + i)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return int(port)
+    raise AssertionError("no two adjacent free ports")
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
 
 
 def child_pids(log: Path) -> dict[int, int]:
@@ -47,9 +74,14 @@ def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
     send(url, newer + older)  # the newer first: order across consumers must not matter
     log = tmp_path / "apply.log"
     args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--batch-messages", "2")
-    proc = start("bridge.cli.apply", [*args, "--processes", "2", "--status-file", str(tmp_path / "s.json")], log)
+    port = two_free_ports()
+    status = tmp_path / "s.json"
+    extra = ["--processes", "2", "--status-file", str(status), "--metrics-port", str(port)]
+    proc = start("bridge.cli.apply", [*args, *extra], log)
     try:
         wait_for("two children", lambda: len(child_pids(log)) == 2, 30, log)
+        for p in (port, port + 1):  # child i on metrics_port + i
+            wait_for(f"readiness on {p}", lambda p=p: get(f"http://127.0.0.1:{p}/readyz")[0] == 200, 30, log)
         wait_for("some changes", lambda: len(names(client, unique)) >= 10, 60, log)
         victim = child_pids(log)[0]
         os.kill(victim, signal.SIGKILL)
@@ -57,6 +89,13 @@ def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
         wait_for("every change", lambda: names(client, unique) == expected(users, "new"), 90, log)
         wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
         children = list(child_pids(log).values())
+        for p in (port, port + 1):  # the restarted child serves on its port again
+            wait_for(f"readiness on {p}", lambda p=p: get(f"http://127.0.0.1:{p}/readyz")[0] == 200, 30, log)
+        applied = [get(f"http://127.0.0.1:{p}/metrics")[1] for p in (port, port + 1)]
+        # each child serves its own figures (the restarted one counts from its restart: maybe nothing yet)
+        assert all("# TYPE bridge_changes_applied_total counter" in text for text in applied), applied
+        assert any('bridge_changes_applied_total{outcome="applied"' in text for text in applied), applied
+        wait_for("the status file", status.exists, 15, log)  # child 0's, every 5 s
     finally:
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
