@@ -150,3 +150,24 @@ def test_pipelines_are_refused_with_processes(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(cfg)])
     assert result.exit_code == 2, result.output
     assert "processes > 1 runs one table per process group" in result.output
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.aws
+def test_until_idle_exits_0_once_every_child_drained(
+    moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    create_table(client, unique, stream=False)
+    url = f"{amqp_url}?queue={unique}&prefetch=2"
+    send(url, [envelope([put(i, name={"S": "x"}) for i in range(n, n + 5)], eid=f"u{n}") for n in range(0, 40, 5)])
+    log = tmp_path / "apply.log"
+    args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--until-idle", "1")
+    code = start("bridge.cli.apply", [*args, "--processes", "2", "--status-file", str(tmp_path / "s.json")], log).wait(
+        60
+    )
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "process 0 finished" in output and "process 1 finished" in output, output[-3000:]
+    assert output.count('{"apply":') == 2, output[-3000:]  # one summary line per child
+    assert names(client, unique) == expected(range(40), "x")
