@@ -48,7 +48,8 @@ def main(config_file: str | None, pipeline: tuple[str, ...], child_index: int | 
                 "processes > 1 runs one table per process group; with pipelines: set processes: 1 (or run one"
                 " bridge-apply per pipeline)"
             )
-        code = supervise(processes, sys.argv[1:], stop)
+        metrics = (first.metrics_host, first.metrics_port) if first.metrics_port is not None else None
+        code = supervise(processes, sys.argv[1:], stop, metrics=metrics)
         if code:
             sys.exit(code)
         return
@@ -74,16 +75,12 @@ def main(config_file: str | None, pipeline: tuple[str, ...], child_index: int | 
 
 
 def as_child(pipeline: config.Pipeline[config.ApplyConfig], index: int) -> config.Pipeline[config.ApplyConfig]:
-    """Child ``index`` of a --processes group: its own metrics port (port + index), and only child 0
-    keeps the status file (the children share the queue, so one child's last change and lag stand for
-    the group's, and N writers of one file would only take turns)."""
-    cfg = pipeline.cfg
-    update: dict[str, Any] = {}
-    if cfg.metrics_port:  # 0 (any free port) stays 0: each child logs the port it got
-        update["metrics_port"] = cfg.metrics_port + index
-    if index > 0:
-        update["status_file"] = None
-    return pipeline.model_copy(update={"cfg": cfg.model_copy(update=update)})
+    """Child ``index`` of a --processes group (its metrics port comes as a flag from the parent): only
+    child 0 keeps the status file (the children share the queue, so one child's last change and lag
+    stand for the group's, and N writers of one file would only take turns)."""
+    if index == 0:
+        return pipeline
+    return pipeline.model_copy(update={"cfg": pipeline.cfg.model_copy(update={"status_file": None})})
 
 
 def apply_one(

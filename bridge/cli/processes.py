@@ -19,6 +19,12 @@ connection, workers and exit code, and nothing is shared or pickled. The parent 
 - A child exiting 0 unasked (``until_idle``: it found the queue idle) is done; the parent exits 0 once
   every child is.
 - A child whose parent vanished (the parent SIGKILLed) stops itself: see :func:`watch_parent`.
+
+Metrics: with ``metrics_port`` P the parent serves the group on P (:class:`GroupEndpoint`) and child
+``i`` serves its own on a port the parent gives it (P + 1 + i; with P = 0, free ports). The parent's
+``/metrics`` is every child's figures, each sample labelled ``process="i"`` (sum them in PromQL);
+``/healthz`` and ``/readyz`` answer 200 only when every child does. Chosen over prometheus-client's
+multiprocess mode, which cannot carry the exporter's custom collectors (readiness, last applied).
 """
 
 from __future__ import annotations
@@ -26,11 +32,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger("bridge.processes")
 
@@ -61,12 +78,23 @@ class Child:
 
 
 def supervise(
-    processes: int, argv: list[str], stop: threading.Event, *, poll_s: float = 0.2, module: str = "bridge.cli.apply"
+    processes: int,
+    argv: list[str],
+    stop: threading.Event,
+    *,
+    metrics: tuple[str, int] | None = None,
+    poll_s: float = 0.2,
+    module: str = "bridge.cli.apply",
 ) -> int:
-    """Run ``processes`` children of ``module`` with ``argv`` until stopped or all done; the group's exit code."""
+    """Run ``processes`` children of ``module`` with ``argv`` until stopped or all done; the group's exit code.
+    ``metrics``: (host, port) of the group's endpoint, or ``None``."""
     children = [Child(i) for i in range(processes)]
     code = 0
     log.info("starting %d consumer processes", processes)
+    endpoint = GroupEndpoint(metrics[0], metrics[1], processes) if metrics is not None else None
+    ports = endpoint.child_ports if endpoint is not None else None
+    if endpoint is not None:
+        log.info("group metrics on %s/metrics, probes on /healthz and /readyz", endpoint.url)
     try:
         while not stop.is_set():
             now = time.monotonic()
@@ -75,7 +103,8 @@ def supervise(
                     continue
                 if child.proc is None:
                     if now >= child.restart_at:
-                        child.proc = _start(module, argv, child.index)
+                        extra = ["--metrics-port", str(ports[child.index])] if ports is not None else []
+                        child.proc = _start(module, [*argv, *extra], child.index)
                     continue
                 rc = child.proc.poll()
                 if rc is None:
@@ -107,6 +136,8 @@ def supervise(
             stop.wait(poll_s)
     finally:
         code = _stop_all(children, code)
+        if endpoint is not None:
+            endpoint.close()
     return code
 
 
@@ -147,3 +178,98 @@ def watch_parent(stop: threading.Event, interval_s: float = 1.0) -> None:
                 return
 
     threading.Thread(target=_watch, name="watch-parent", daemon=True).start()
+
+
+class GroupEndpoint:
+    """The group's ``/metrics``, ``/healthz`` and ``/readyz``, gathered from the children's own ports."""
+
+    def __init__(self, host: str, port: int, processes: int) -> None:
+        self.host = host
+        self.child_ports = [port + 1 + i for i in range(processes)] if port else _free_ports(host, processes)
+        handler = type("_GroupHandler", (_GroupHandler,), {"group": self})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, name="group-metrics-http", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fetch(self, path: str) -> list[tuple[int, int, str]]:
+        """(index, status, body) of ``path`` on every child; status 0 when it does not answer."""
+        out = []
+        for i, port in enumerate(self.child_ports):
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{port}{path}", timeout=5) as response:
+                    out.append((i, int(response.status), response.read().decode()))
+            except urllib.error.HTTPError as exc:
+                out.append((i, exc.code, exc.read().decode()))
+            except OSError:
+                out.append((i, 0, "not answering (starting or restarting)\n"))
+        return out
+
+    def metrics(self) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Labelled([(i, body) for i, status, body in self.fetch("/metrics") if status == 200]))
+        return generate_latest(registry)
+
+
+class _Labelled:
+    """A collector of the children's parsed figures, each sample with its child's ``process`` label."""
+
+    def __init__(self, bodies: list[tuple[int, str]]) -> None:
+        self.bodies = bodies
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, body in self.bodies:
+            for family in text_string_to_metric_families(body):
+                metric = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    metric.add_sample(sample.name, {**sample.labels, "process": str(index)}, sample.value)
+        yield from merged.values()
+
+
+class _GroupHandler(BaseHTTPRequestHandler):
+    group: GroupEndpoint
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path == "/metrics":
+            self._send(200, self.group.metrics(), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/readyz"):
+            answers = self.group.fetch(path)
+            bad = [f"process {i}: {body.strip()}" for i, status, body in answers if status != 200]
+            text = "; ".join(bad) if bad else f"all {len(answers)} processes ok"
+            self._send(503 if bad else 200, f"{text}\n".encode())
+        else:
+            self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("group metrics http: " + format, *args)
+
+
+def _free_ports(host: str, n: int) -> list[int]:
+    """``n`` ports free now (port 0 asked for "any"): each child binds its own again at start."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            sockets.append(s)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -26,19 +26,25 @@ from tests.integration.end_to_end.test_stop_the_line import apply_args, expected
 PIDS = re.compile(r"process (\d+) started \(pid (\d+)\)")
 
 
-def two_free_ports() -> int:
-    """A port P with P + 1 free too (child i serves metrics on P + i)."""
+def free_ports_from() -> int:
+    """A port P with P + 1 and P + 2 free too: the group on P, child i on P + 1 + i."""
     for _ in range(50):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return int(port)
-    raise AssertionError("no two adjacent free ports")
+            port = int(a.getsockname()[1])
+            taken = []
+            try:
+                for offset in (1, 2):
+                    b = socket.socket()
+                    taken.append(b)
+                    b.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            finally:
+                for b in taken:
+                    b.close()
+            return port
+    raise AssertionError("no three adjacent free ports")
 
 
 def get(url: str) -> tuple[int, str]:
@@ -74,14 +80,15 @@ def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
     send(url, newer + older)  # the newer first: order across consumers must not matter
     log = tmp_path / "apply.log"
     args = apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path, "--batch-messages", "2")
-    port = two_free_ports()
+    port = free_ports_from()
     status = tmp_path / "s.json"
     extra = ["--processes", "2", "--status-file", str(status), "--metrics-port", str(port)]
     proc = start("bridge.cli.apply", [*args, *extra], log)
     try:
         wait_for("two children", lambda: len(child_pids(log)) == 2, 30, log)
-        for p in (port, port + 1):  # child i on metrics_port + i
-            wait_for(f"readiness on {p}", lambda p=p: get(f"http://127.0.0.1:{p}/readyz")[0] == 200, 30, log)
+        group = f"http://127.0.0.1:{port}"
+        wait_for("the group's readiness", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
+        assert get(f"{group}/readyz")[1] == "all 2 processes ok\n"
         wait_for("some changes", lambda: len(names(client, unique)) >= 10, 60, log)
         victim = child_pids(log)[0]
         os.kill(victim, signal.SIGKILL)
@@ -89,12 +96,14 @@ def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
         wait_for("every change", lambda: names(client, unique) == expected(users, "new"), 90, log)
         wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
         children = list(child_pids(log).values())
-        for p in (port, port + 1):  # the restarted child serves on its port again
-            wait_for(f"readiness on {p}", lambda p=p: get(f"http://127.0.0.1:{p}/readyz")[0] == 200, 30, log)
-        applied = [get(f"http://127.0.0.1:{p}/metrics")[1] for p in (port, port + 1)]
-        # each child serves its own figures (the restarted one counts from its restart: maybe nothing yet)
-        assert all("# TYPE bridge_changes_applied_total counter" in text for text in applied), applied
-        assert any('bridge_changes_applied_total{outcome="applied"' in text for text in applied), applied
+        # the restarted child serves on its port again
+        wait_for("the group's readiness again", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
+        for i in (0, 1):  # each child's own port: the group's port + 1 + i
+            assert get(f"http://127.0.0.1:{port + 1 + i}/readyz")[0] == 200
+        figures = get(f"{group}/metrics")[1]
+        assert figures.count("# TYPE bridge_changes_applied_total counter") == 1, figures  # one family
+        assert re.search(r'bridge_changes_applied_total\{[^}]*process="1"', figures), figures
+        assert 'bridge_ready{process="0"' in figures and 'bridge_ready{process="1"' in figures, figures
         wait_for("the status file", status.exists, 15, log)  # child 0's, every 5 s
     finally:
         proc.send_signal(signal.SIGTERM)
