@@ -40,6 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,6 +57,7 @@ RESTART_MAX_S = 30.0
 # A crash that repeats this often is not a flake: stop the line (exit 1) rather than spin forever.
 CRASH_WINDOW_S = 60.0
 CRASH_LIMIT = 10
+FETCH_TIMEOUT_S = 2.0  # the group endpoint's wait for one child's answer
 
 
 def resolve(processes: int) -> int:
@@ -201,17 +203,20 @@ class GroupEndpoint:
         self._server.server_close()
 
     def fetch(self, path: str) -> list[tuple[int, int, str]]:
-        """(index, status, body) of ``path`` on every child; status 0 when it does not answer."""
-        out = []
-        for i, port in enumerate(self.child_ports):
-            try:
-                with urllib.request.urlopen(f"http://{self.host}:{port}{path}", timeout=5) as response:
-                    out.append((i, int(response.status), response.read().decode()))
-            except urllib.error.HTTPError as exc:
-                out.append((i, exc.code, exc.read().decode()))
-            except OSError:
-                out.append((i, 0, "not answering (starting or restarting)\n"))
-        return out
+        """(index, status, body) of ``path`` on every child, asked at once (a probe's deadline is short,
+        and one hung child must not delay the others' answers); status 0 when it does not answer."""
+        with ThreadPoolExecutor(max_workers=len(self.child_ports)) as pool:
+            return list(pool.map(lambda i: self._one(i, path), range(len(self.child_ports))))
+
+    def _one(self, index: int, path: str) -> tuple[int, int, str]:
+        url = f"http://{self.host}:{self.child_ports[index]}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
+                return index, int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return index, exc.code, exc.read().decode()
+        except OSError:
+            return index, 0, "not answering (starting, restarting or hung)\n"
 
     def metrics(self) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
