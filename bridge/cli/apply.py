@@ -39,15 +39,15 @@ def main(config_file: str | None, pipeline: tuple[str, ...], child_index: int | 
     """Verify, decode and apply replicated changes to the target table, last writer wins."""
     pipelines = config.load_pipelines(config.ApplyConfig, config_file, flags, select=pipeline)
     first = pipelines[0].cfg
+    processes = resolve(first.processes)
+    if processes > 1 and pipelines[0].listed:
+        raise ConfigError(
+            "processes > 1 runs one table per process group; with pipelines: set processes: 1 (or run one"
+            " bridge-apply per pipeline)"
+        )
     setup_logging(first.log_level, first.log_json)
     stop = stop_on_signals()
-    processes = resolve(first.processes)
     if processes > 1:
-        if pipelines[0].listed:
-            raise ConfigError(
-                "processes > 1 runs one table per process group; with pipelines: set processes: 1 (or run one"
-                " bridge-apply per pipeline)"
-            )
         metrics = (first.metrics_host, first.metrics_port) if first.metrics_port is not None else None
         code = supervise(processes, sys.argv[1:], stop, metrics=metrics)
         if code:

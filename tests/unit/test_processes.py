@@ -107,3 +107,18 @@ def test_the_group_endpoint_labels_each_childs_figures_and_needs_every_child_rea
             server.shutdown()
             server.server_close()
         group.close()
+
+
+def test_pipelines_are_refused_with_processes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bridge.cli.apply import main
+
+    cfg = tmp_path / "apply.yaml"
+    cfg.write_text(
+        "target_region: us-west-2\ntrusted_keys: k.pub\nprocesses: 2\n"
+        "pipelines:\n  - {target_table: aaa, transport: 'memory://a'}\n  - {target_table: bbb, transport: 'memory://b'}\n"
+    )
+    result = CliRunner().invoke(main, ["--config", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert "processes > 1 runs one table per process group" in result.output

@@ -146,21 +146,6 @@ def test_a_child_stopping_the_line_stops_the_group_with_its_code(
     assert client.scan(TableName=unique)["Count"] == 0
 
 
-def test_pipelines_are_refused_with_processes(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from bridge.cli.apply import main
-
-    cfg = tmp_path / "apply.yaml"
-    cfg.write_text(
-        "target_region: us-west-2\ntrusted_keys: k.pub\nprocesses: 2\n"
-        "pipelines:\n  - {target_table: aaa, transport: 'memory://a'}\n  - {target_table: bbb, transport: 'memory://b'}\n"
-    )
-    result = CliRunner().invoke(main, ["--config", str(cfg)])
-    assert result.exit_code == 2, result.output
-    assert "processes > 1 runs one table per process group" in result.output
-
-
 @pytest.mark.rabbitmq
 @pytest.mark.aws
 def test_until_idle_exits_0_once_every_child_drained(
