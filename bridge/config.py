@@ -220,6 +220,15 @@ class ApplyConfig(_Common):
         description="this replica's origin name, to count echo traffic (default: target_region)",
     )
     workers: int = Field(8, ge=1, le=256, description="parallel writers (changes to one key stay in order)")
+    # One Python process holds one core; last writer wins makes the order across consumers irrelevant
+    # (docs/consistency.md), so more processes on one queue is safe. Default 1, not "cores": see
+    # docs/design.md "Processes" (one summary line, one status file, pipelines: stay one process).
+    processes: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="consumer processes on the queue, one supervised group (0: one per core; 1: this process)",
+    )
     # Not the broker's QoS (the transport URL's `prefetch`): how many bridge-apply takes per batch.
     batch_messages: int = Field(
         16,

@@ -41,10 +41,12 @@ class Replica:
     app_writes: list[int] = field(default_factory=list)  # ground truth: stream indexes the application wrote
     guard: LoopGuard = field(init=False)
     memory: MemoryStore = field(default_factory=MemoryStore)
-    # puts applied whose tombstone read has not happened yet: the applier reads them in batches
-    # after the writes of a delivery, so other writes (of any replica's delivery) may come between
-    unsettled: list[tuple[Unsettled, Change]] = field(default_factory=list)
-    redelivered: list[Change] = field(default_factory=list)  # unacked when its applier died
+    # puts applied whose tombstone read has not happened yet, per consumer process of this replica
+    # (bridge-apply --processes N: N consumers on one queue, each with its own batches): each reads
+    # them in batches after the writes of a delivery, so other writes (of any consumer's or replica's
+    # delivery) may come between
+    unsettled_by: dict[int, list[tuple[Unsettled, Change]]] = field(default_factory=dict)
+    redelivered: list[Change] = field(default_factory=list)  # unacked when its consumer died
 
     def __post_init__(self) -> None:
         self.guard = LoopGuard(self, self.name, store=self.memory)
@@ -168,24 +170,24 @@ class Replica:
         self.guard = LoopGuard(self, self.name, store=self.memory)
         self.cursor = self.checkpoint
 
-    def deliver(self, change: Change) -> None:
+    def deliver(self, change: Change, consumer: int = 0) -> None:
         if change.version.origin == self.name:
             self.echoes += 1
         result = self.start(change)
         if isinstance(result, tuple):
-            self.unsettled.append((result, change))
+            self.unsettled_by.setdefault(consumer, []).append((result, change))
 
-    def settle_some(self, n: int) -> None:
-        """The applier's batched tombstone reads: the ``n`` oldest unsettled puts are decided."""
-        done, self.unsettled = self.unsettled[:n], self.unsettled[n:]
+    def settle_some(self, n: int, consumer: int = 0) -> None:
+        """A consumer's batched tombstone reads: its ``n`` oldest unsettled puts are decided."""
+        pending = self.unsettled_by.get(consumer, [])
+        done, self.unsettled_by[consumer] = pending[:n], pending[n:]
         for put, _ in done:
             self.settle(put)
 
-    def applier_crash(self) -> None:
-        """bridge-apply dies after its puts, before their tombstone reads: nothing of them was
-        acked, so the broker delivers them again."""
-        self.redelivered += [change for _, change in self.unsettled]
-        self.unsettled = []
+    def applier_crash(self, consumer: int = 0) -> None:
+        """One bridge-apply consumer dies after its puts, before their tombstone reads: nothing of
+        them was acked, so the broker delivers them again (to any consumer)."""
+        self.redelivered += [change for _, change in self.unsettled_by.pop(consumer, [])]
 
 
 @dataclass
@@ -218,9 +220,10 @@ class World:
                 while r.redelivered:
                     r.deliver(r.redelivered.pop(0))
                     moved = True
-                if r.unsettled:
-                    r.settle_some(len(r.unsettled))
-                    moved = True
+                for consumer, pending in list(r.unsettled_by.items()):
+                    if pending:
+                        r.settle_some(len(pending), consumer)
+                        moved = True
             if not moved:
                 return
         raise AssertionError("replication did not quiesce")

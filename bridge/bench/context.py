@@ -44,6 +44,8 @@ class Scale:
     cpu_records: int = 20_000  # stream records the publisher CPU figure reads from the stub endpoint
     cpu_items: int = 2_000  # items the applier CPU figure inserts, then updates, on the stub endpoint
     cpu_repeats: int = 5
+    scaling_changes: int = 20_000  # changes bridge-apply applies per run of apply_scaling (1 and N processes)
+    scaling_repeats: int = 2
 
     @property
     def quick(self) -> bool:
@@ -68,6 +70,8 @@ QUICK = Scale(
     cpu_records=2_000,
     cpu_items=200,
     cpu_repeats=1,
+    scaling_changes=1_000,
+    scaling_repeats=1,
 )
 FULL = Scale(
     "full",

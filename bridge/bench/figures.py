@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bridge.bench import apply, codec, cpu, lag, memory, relay, source
+from bridge.bench import apply, codec, cpu, lag, memory, relay, scaling, source
 from bridge.bench.context import Bench
 from bridge.bench.report import Figure
 from bridge.errors import ConfigError
@@ -34,6 +34,7 @@ STAGES = (
         apply.apply,
     ),
     Stage("cpu", ("publish_cpu_ratio", "apply_cpu_ratio"), cpu.cpu),
+    Stage("scaling", ("apply_scaling",), scaling.scaling),
     Stage("lag", ("lag_p99_s",), lag.lag),
     Stage("memory", ("peak_rss_mb",), memory.peak_rss),
 )

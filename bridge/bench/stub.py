@@ -24,6 +24,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +48,9 @@ class Stub:
         self.items: dict[tuple[str, bytes], Any] = {}
         self.pages: dict[tuple[int, int], bytes] = {}
         self.lock = threading.Lock()
+        # PutItems per table and the times of the first and last (apply_scaling reads them with
+        # ``Stub.Stats``: the applier's own start-up and idle wait stay out of its throughput).
+        self.puts: dict[str, list[float]] = {}
 
     def answer(self, target: str, body: dict[str, Any]) -> bytes:
         op = target.rpartition(".")[2]
@@ -74,9 +79,19 @@ class Stub:
     def _key(self, table: str, key: dict[str, Any]) -> tuple[str, bytes]:
         return table, orjson.dumps(key[KEY])
 
+    def op_Stats(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Not a DynamoDB call: ``{"count", "first", "last"}`` of the PutItems into ``TableName``."""
+        with self.lock:
+            count, first, last = self.puts.get(body["TableName"], [0, 0.0, 0.0])
+        return {"count": int(count), "first": first, "last": last}
+
     def op_PutItem(self, body: dict[str, Any]) -> dict[str, Any]:
         item = body["Item"]
+        now = time.monotonic()
         with self.lock:
+            seen = self.puts.setdefault(body["TableName"], [0, now, now])
+            seen[0] += 1
+            seen[2] = now
             old = self.items.get(self._key(body["TableName"], item))
             self.items[self._key(body["TableName"], item)] = item
         return {"Attributes": old} if old is not None and body.get("ReturnValues") == "ALL_OLD" else {}
@@ -178,6 +193,16 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+def stub_stats(endpoint: str, table: str) -> dict[str, Any]:
+    """The stub's count of PutItems into ``table``, and the monotonic times of the first and last."""
+    request = urllib.request.Request(
+        endpoint, data=orjson.dumps({"TableName": table}), headers={"X-Amz-Target": "Stub.Stats"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = orjson.loads(response.read())
+    return answer
 
 
 @contextmanager

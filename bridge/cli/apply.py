@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,8 @@ from bridge.cli.common import handled, setup_logging, stop_on_signals
 from bridge.cli.observing import observing
 from bridge.cli.options import settings_options
 from bridge.cli.pipelines import first_error, metrics_address, run_pipelines, without_port
-from bridge.errors import DeadLetteredError
+from bridge.cli.processes import resolve, supervise, watch_parent
+from bridge.errors import ConfigError, DeadLetteredError
 from bridge.observe import Health
 from bridge.wiring import build_applier
 
@@ -29,14 +31,31 @@ log = logging.getLogger("bridge.apply")
     multiple=True,
     help="run only this pipeline of the config's pipelines: (repeatable; default: all)",
 )
+# Set by the --processes supervisor for each child it starts (bridge/cli/processes.py), not by people.
+@click.option("--child-index", "child_index", type=int, hidden=True)
 @settings_options(config.ApplyConfig)
 @handled
-def main(config_file: str | None, pipeline: tuple[str, ...], **flags: Any) -> None:
+def main(config_file: str | None, pipeline: tuple[str, ...], child_index: int | None, **flags: Any) -> None:
     """Verify, decode and apply replicated changes to the target table, last writer wins."""
     pipelines = config.load_pipelines(config.ApplyConfig, config_file, flags, select=pipeline)
     first = pipelines[0].cfg
+    processes = resolve(first.processes)
+    if processes > 1 and pipelines[0].listed:
+        raise ConfigError(
+            "processes > 1 runs one table per process group; with pipelines: set processes: 1 (or run one"
+            " bridge-apply per pipeline)"
+        )
     setup_logging(first.log_level, first.log_json)
     stop = stop_on_signals()
+    if processes > 1:
+        metrics = (first.metrics_host, first.metrics_port) if first.metrics_port is not None else None
+        code = supervise(processes, sys.argv[1:], stop, metrics=metrics)
+        if code:
+            sys.exit(code)
+        return
+    if child_index is not None:
+        watch_parent(stop)
+        pipelines = [as_child(pipelines[0], child_index)]
     if len(pipelines) == 1 and not pipelines[0].listed:
         click.echo(orjson.dumps(apply_one(pipelines[0], stop, lambda _: None)).decode())
         return
@@ -53,6 +72,15 @@ def main(config_file: str | None, pipeline: tuple[str, ...], **flags: Any) -> No
     error = first_error(outcomes)
     if error is not None:
         raise error
+
+
+def as_child(pipeline: config.Pipeline[config.ApplyConfig], index: int) -> config.Pipeline[config.ApplyConfig]:
+    """Child ``index`` of a --processes group (its metrics port comes as a flag from the parent): only
+    child 0 keeps the status file (the children share the queue, so one child's last change and lag
+    stand for the group's, and N writers of one file would only take turns)."""
+    if index == 0:
+        return pipeline
+    return pipeline.model_copy(update={"cfg": pipeline.cfg.model_copy(update={"status_file": None})})
 
 
 def apply_one(

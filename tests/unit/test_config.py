@@ -87,7 +87,8 @@ def test_each_setting_has_one_name_across_yaml_env_and_flag(command: str, model:
     cli = importlib.import_module(f"bridge.cli.{command}").main
     options = {p.name: p for p in cli.params if isinstance(p, click.Option)}
     # --config and one-shot actions (not settings: nothing to keep in a file; --pipeline picks what runs)
-    actions = {"config_file", "help", "reset_checkpoint", "pipeline"}
+    # child_index: hidden, set by the --processes supervisor for each child it starts.
+    actions = {"config_file", "help", "reset_checkpoint", "pipeline", "child_index"}
     # Settings only a file can hold (a list of mappings: pipelines) have no flag and no env var.
     file_only = {n for n, f in model.model_fields.items() if yaml_only(f)}
     assert file_only <= {"pipelines"}, file_only

@@ -28,6 +28,7 @@ ISSUE_KEYS = {
     "apply_calls_per_change",
     "publish_cpu_ratio",
     "apply_cpu_ratio",
+    "apply_scaling",
     "lag_p99_s",
     "peak_rss_mb",
 }
