@@ -15,7 +15,7 @@ from bridge import config
 from bridge.cli.common import handled, setup_logging, stop_on_signals
 from bridge.cli.observing import observing
 from bridge.cli.options import settings_options
-from bridge.cli.pipelines import first_error, metrics_address, run_pipelines, without_port
+from bridge.cli.pipelines import run_many, without_port
 from bridge.cli.processes import resolve, supervise, watch_parent
 from bridge.errors import ConfigError, DeadLetteredError
 from bridge.observe import Health
@@ -59,19 +59,7 @@ def main(config_file: str | None, pipeline: tuple[str, ...], child_index: int | 
     if len(pipelines) == 1 and not pipelines[0].listed:
         click.echo(orjson.dumps(apply_one(pipelines[0], stop, lambda _: None)).decode())
         return
-    log.info("running %d pipelines: %s", len(pipelines), ", ".join(p.name for p in pipelines))
-    outcomes = run_pipelines(
-        pipelines,
-        lambda p, s, on_built: apply_one(p, s, on_built, serve=False),
-        stop,
-        until_idle=first.until_idle,
-        metrics=metrics_address(pipelines),
-    )
-    summary = {o.name: o.summary if o.error is None else {"error": str(o.error)} for o in outcomes}
-    click.echo(orjson.dumps({"pipelines": summary}).decode())
-    error = first_error(outcomes)
-    if error is not None:
-        raise error
+    run_many(pipelines, lambda p, s, on_built: apply_one(p, s, on_built, serve=False), stop)
 
 
 def as_child(pipeline: config.Pipeline[config.ApplyConfig], index: int) -> config.Pipeline[config.ApplyConfig]:

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
+import orjson
+
 from bridge.config import ApplyConfig, Pipeline, PublishConfig
 from bridge.errors import BridgeError, ConfigError, PausedTooLongError
 from bridge.observe import Health
@@ -77,6 +80,21 @@ def run_pipelines(
         if server is not None:
             server.close()
     return outcomes
+
+
+def run_many(pipelines: list[Pipeline[Any]], run_one: RunOne, stop: threading.Event) -> None:
+    """A many-pipeline bridge-publish or bridge-apply, start to end: every pipeline run in its own
+    thread, one JSON summary line printed (each pipeline's totals or its error), then the process's
+    error raised, if any (its exit code)."""
+    log.info("running %d pipelines: %s", len(pipelines), ", ".join(p.name for p in pipelines))
+    outcomes = run_pipelines(
+        pipelines, run_one, stop, until_idle=pipelines[0].cfg.until_idle, metrics=metrics_address(pipelines)
+    )
+    summary = {o.name: o.summary if o.error is None else {"error": str(o.error)} for o in outcomes}
+    click.echo(orjson.dumps({"pipelines": summary}).decode())
+    error = first_error(outcomes)
+    if error is not None:
+        raise error
 
 
 def _supervise(
