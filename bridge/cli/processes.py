@@ -42,13 +42,14 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
+
+from bridge.observe.server import PlainHandler
 
 log = logging.getLogger("bridge.processes")
 
@@ -240,7 +241,7 @@ class _Labelled:
         yield from merged.values()
 
 
-class _GroupHandler(BaseHTTPRequestHandler):
+class _GroupHandler(PlainHandler):
     group: GroupEndpoint
 
     def do_GET(self) -> None:
@@ -254,16 +255,6 @@ class _GroupHandler(BaseHTTPRequestHandler):
             self._send(503 if bad else 200, f"{text}\n".encode())
         else:
             self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
-
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("group metrics http: " + format, *args)
 
 
 def _free_ports(host: str, n: int) -> list[int]:

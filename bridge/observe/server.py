@@ -43,7 +43,22 @@ class MetricsServer:
         self._server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class PlainHandler(BaseHTTPRequestHandler):
+    """What every probe endpoint of the bridge answers with: a body and its type; requests logged at
+    DEBUG only (a scrape every few seconds is not news)."""
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics http: " + format, *args)
+
+
+class _Handler(PlainHandler):
     health: Health | HealthSet
 
     def do_GET(self) -> None:
@@ -67,13 +82,3 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if ok else 503, f"{reason}\n".encode())
         else:
             self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
-
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics http: " + format, *args)
