@@ -21,7 +21,14 @@ import pytest
 from bridge.demo.workload import create_table
 from tests.deadletter_support import envelope, put, send, trusted_dir
 from tests.helpers import no_failures_anywhere, start
-from tests.integration.end_to_end.test_stop_the_line import apply_args, expected, names, queue_messages, wait_for
+from tests.integration.end_to_end.test_stop_the_line import (
+    apply_args,
+    expected,
+    names,
+    queue_messages,
+    wait_for,
+    wrong_key_schema_table,
+)
 
 PIDS = re.compile(r"process (\d+) started \(pid (\d+)\)")
 
@@ -125,14 +132,7 @@ def test_a_child_stopping_the_line_stops_the_group_with_its_code(
     moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
 ) -> None:
     # The wrong key schema pauses every child; past --max-paused each exits 9, and so does the group.
-    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
-    create_table(
-        client,
-        unique,
-        stream=False,
-        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        attributes=[{"AttributeName": "id", "AttributeType": "S"}],
-    )
+    client = wrong_key_schema_table(moto_endpoint, unique)
     url = f"{amqp_url}?queue={unique}&prefetch=2"
     send(url, [envelope([put(i, name={"S": "x"})], eid=f"k{i}") for i in range(6)])
     log = tmp_path / "apply.log"

@@ -77,6 +77,20 @@ def apply_args(endpoint: str, table: str, url: str, trusted: Path, tmp_path: Pat
     ]
 
 
+def wrong_key_schema_table(endpoint: str, table: str) -> Any:
+    """A target keyed by ``id`` (S), while the test envelopes carry ``tenant`` + ``user_id``: every write
+    fails. Returns its DynamoDB client."""
+    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-west-2")
+    create_table(
+        client,
+        table,
+        stream=False,
+        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        attributes=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    return client
+
+
 def expected(users: range, name: str) -> dict[int, str]:
     return {i: name for i in users}
 
@@ -137,14 +151,7 @@ def test_target_table_deleted_mid_run_pauses_keeps_the_queue_and_resumes(
 def test_wrong_key_schema_pauses_and_until_idle_does_not_exit_0(
     moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path
 ) -> None:
-    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
-    create_table(
-        client,
-        unique,
-        stream=False,
-        key_schema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        attributes=[{"AttributeName": "id", "AttributeType": "S"}],
-    )
+    client = wrong_key_schema_table(moto_endpoint, unique)
     url = f"{amqp_url}?queue={unique}"
     bodies = [envelope([put(i, name={"S": "x"}) for i in range(n, n + 5)], eid=f"k{n}") for n in range(0, 30, 5)]
     send(url, bodies)
