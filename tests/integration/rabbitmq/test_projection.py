@@ -30,6 +30,16 @@ from bridge.wiring import build_applier, build_publisher
 pytestmark = [pytest.mark.aws, pytest.mark.rabbitmq]
 
 
+def _apply_all(apply: ApplyConfig, dst: Any, table: str) -> dict[int, dict[str, Any]]:
+    """Run bridge-apply's applier until the queue is idle; the target's items by user id."""
+    applier = build_applier(apply, threading.Event())
+    try:
+        applier.run(until_idle=1.5)
+    finally:
+        applier.close()
+    return {int(i["user_id"]["N"]): i for i in dst.scan(TableName=table, ConsistentRead=True)["Items"]}
+
+
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
     base = {"source_table": "src", "source_region": "r", "transport": "memory://q", "signing_key": "k"}
     with pytest.raises(ConfigError, match=r"exclude_attributes cannot be used with active_active.*could not converge"):
@@ -137,12 +147,7 @@ def test_excluded_attributes_never_cross_and_the_target_lacks_them(
     )
     trust = TrustStore.of(Signer.from_file(publish.signing_key))
     _publish_and_inspect(publish, trust, expect=6)
-    applier = build_applier(apply, threading.Event())
-    try:
-        applier.run(until_idle=1.5)
-    finally:
-        applier.close()
-    items = {int(i["user_id"]["N"]): i for i in dst.scan(TableName=unique, ConsistentRead=True)["Items"]}
+    items = _apply_all(apply, dst, unique)
     assert sorted(items) == [0, 1, 2, 3, 4]
     assert all("ssn" not in i and "notes" not in i for i in items.values())
     assert items[1]["name"] == {"S": "renamed"}
@@ -203,12 +208,7 @@ def test_keep_mode_leaves_the_targets_own_values(
     )
     trust = TrustStore.of(Signer.from_file(publish.signing_key))
     _publish_and_inspect(publish, trust, expect=4)
-    applier = build_applier(apply, threading.Event())
-    try:
-        applier.run(until_idle=1.5)
-    finally:
-        applier.close()
-    items = {int(i["user_id"]["N"]): i for i in dst.scan(TableName=unique, ConsistentRead=True)["Items"]}
+    items = _apply_all(apply, dst, unique)
     assert items[0]["ssn"] == {"S": "local"} and items[0]["name"] == {"S": "second"}
     assert "ssn" not in items[1] and items[1]["name"] == {"S": "n1"}
 
