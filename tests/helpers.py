@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bridge.copy.compare import Difference, compare_tables
 from bridge.deadletter.records import FailureRecord
@@ -16,6 +19,16 @@ from bridge.plugin.manager import open_transport, plugin_set
 def start(module: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30, log: Path | None = None) -> None:
+    """Poll ``condition`` until it holds; after ``timeout`` s fail naming ``what`` (and the tail of ``log``)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            tail = f"\n{log.read_text()[-3000:]}" if log is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+        time.sleep(0.2)
 
 
 def wait_identical(src: Any, dst: Any, table: str, keys: tuple[str, ...], timeout: float) -> Difference:

@@ -8,8 +8,6 @@ with the AccessDeniedException AWS sends while ``denied`` is set; botocore raise
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,7 @@ from bridge.envelope import TrustStore, decode, keygen
 from bridge.envelope.keys import Signer
 from bridge.plugin.manager import open_transport
 from bridge.wiring import build_publisher
-from tests.helpers import start
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+from tests.helpers import start, wait_until
 
 
 def write(client: Any, table: str, ids: range) -> None:
@@ -85,18 +75,18 @@ def test_access_denied_on_the_stream_pauses_and_resumes_without_a_gap(
     thread.start()
     try:
         write(client, unique, range(1, 6))
-        wait_for("the first changes", lambda: sorted(set(take())) == [1, 2, 3, 4, 5])
+        wait_until("the first changes", lambda: sorted(set(take())) == [1, 2, 3, 4, 5])
 
         denied.set()
         write(client, unique, range(6, 11))
-        wait_for("the pause", lambda: not publisher.health.ready()[0])
+        wait_until("the pause", lambda: not publisher.health.ready()[0])
         _, reason = publisher.health.ready()
         assert "publish paused" in reason and "AccessDeniedException" in reason
         assert max(take()) == 5 and thread.is_alive()  # nothing new shipped, still running
 
         denied.clear()
-        wait_for("the rest", lambda: set(take()) >= set(range(1, 11)))
-        wait_for("ready again", lambda: publisher.health.ready()[0])
+        wait_until("the rest", lambda: set(take()) >= set(range(1, 11)))
+        wait_until("ready again", lambda: publisher.health.ready()[0])
     finally:
         stop.set()
         thread.join(30)
@@ -120,9 +110,9 @@ def test_bridge_publish_pauses_when_its_table_is_deleted_and_exits_9_after_max_p
     args += ["--transport", "memory://x", "--signing-key", str(private), "--checkpoint", str(tmp_path / "cp.sqlite")]
     proc = start("bridge.cli.publish", [*args, "--max-paused", "3"], log)
     try:
-        wait_for("the publisher to start", lambda: "publishing" in log.read_text(), 60)
+        wait_until("the publisher to start", lambda: "publishing" in log.read_text(), 60)
         client.delete_table(TableName=unique)
-        wait_for("the pause", lambda: "publish paused" in log.read_text(), 60)
+        wait_until("the pause", lambda: "publish paused" in log.read_text(), 60)
         assert proc.poll() is None  # paused, not gone
         code = proc.wait(60)
     finally:

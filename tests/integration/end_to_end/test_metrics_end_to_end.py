@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -15,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
-from tests.helpers import start, wait_identical
+from tests.helpers import start, wait_identical, wait_until
 from tests.services import free_port
 from tests.unit.test_emf import check_line
 
@@ -50,13 +48,6 @@ def probe(port: int, path: str) -> int:
         return 0  # not listening yet
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 @pytest.mark.rabbitmq
 @pytest.mark.aws
 def test_metrics_count_what_was_replicated(moto_endpoint: str, amqp_url: str, unique: str, tmp_path: Path) -> None:
@@ -82,7 +73,7 @@ def test_metrics_count_what_was_replicated(moto_endpoint: str, amqp_url: str, un
     pub = start("bridge.cli.publish", publish_args, log)
     app = start("bridge.cli.apply", apply_args, log)
     try:
-        wait_for(lambda: probe(pub_port, "/readyz") == 200 and probe(app_port, "/readyz") == 200, 60, "readiness")
+        wait_until("readiness", lambda: probe(pub_port, "/readyz") == 200 and probe(app_port, "/readyz") == 200, 60)
         assert probe(pub_port, "/healthz") == probe(app_port, "/healthz") == 200
         for op in Workload(seed=5, keys=60).ops(200):
             run_op(src, unique, op)
@@ -94,7 +85,7 @@ def test_metrics_count_what_was_replicated(moto_endpoint: str, amqp_url: str, un
             judged = total(scrape(app_port), "bridge_changes_applied_total", table=unique)
             return published > 0 and judged == published
 
-        wait_for(settled, 60, "the applier to count every published change")
+        wait_until("the applier to count every published change", settled, 60)
         p, a = scrape(pub_port), scrape(app_port)
         stream_records = total(p, "bridge_stream_records_read_total", table=unique)
         published = total(p, "bridge_changes_published_total", table=unique)

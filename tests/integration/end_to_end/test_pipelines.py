@@ -25,8 +25,7 @@ from click.testing import CliRunner
 from bridge.cli.admin import main as admin
 from bridge.envelope import keygen
 from bridge.plugin.manager import open_transport
-from tests.helpers import start
-from tests.integration.end_to_end.test_sigkill import wait_until
+from tests.helpers import start, wait_until
 from tests.services import free_port
 
 pytestmark = [pytest.mark.aws, pytest.mark.rabbitmq]

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from bridge.cli.admin import main as admin
 from bridge.copy.compare import compare_tables
-from tests.helpers import no_failures_anywhere, start
+from tests.helpers import no_failures_anywhere, start, wait_until
 from tests.integration.end_to_end.test_pipelines import SCHEMAS, Writer, configs, create, key_names
-from tests.integration.end_to_end.test_sigkill import kill_and_restart, target_count, wait_until
+from tests.integration.end_to_end.test_sigkill import kill_and_restart, target_count
 
 pytestmark = [pytest.mark.aws, pytest.mark.rabbitmq]
 

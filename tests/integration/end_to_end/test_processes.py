@@ -20,13 +20,12 @@ import pytest
 
 from bridge.demo.workload import create_table
 from tests.deadletter_support import envelope, put, send, trusted_dir
-from tests.helpers import no_failures_anywhere, start
+from tests.helpers import no_failures_anywhere, start, wait_until
 from tests.integration.end_to_end.test_stop_the_line import (
     apply_args,
     expected,
     names,
     queue_messages,
-    wait_for,
     wrong_key_schema_table,
 )
 
@@ -92,26 +91,26 @@ def test_two_processes_survive_a_sigkilled_child_and_drain_on_sigterm(
     extra = ["--processes", "2", "--status-file", str(status), "--metrics-port", str(port)]
     proc = start("bridge.cli.apply", [*args, *extra], log)
     try:
-        wait_for("two children", lambda: len(child_pids(log)) == 2, 30, log)
+        wait_until("two children", lambda: len(child_pids(log)) == 2, 30, log)
         group = f"http://127.0.0.1:{port}"
-        wait_for("the group's readiness", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
+        wait_until("the group's readiness", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
         assert get(f"{group}/readyz")[1] == "all 2 processes ok\n"
-        wait_for("some changes", lambda: len(names(client, unique)) >= 10, 60, log)
+        wait_until("some changes", lambda: len(names(client, unique)) >= 10, 60, log)
         victim = child_pids(log)[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for("the restart", lambda: child_pids(log).get(0) not in (None, victim), 30, log)
-        wait_for("every change", lambda: names(client, unique) == expected(users, "new"), 90, log)
-        wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
+        wait_until("the restart", lambda: child_pids(log).get(0) not in (None, victim), 30, log)
+        wait_until("every change", lambda: names(client, unique) == expected(users, "new"), 90, log)
+        wait_until("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
         children = list(child_pids(log).values())
         # the restarted child serves on its port again
-        wait_for("the group's readiness again", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
+        wait_until("the group's readiness again", lambda: get(f"{group}/readyz")[0] == 200, 30, log)
         for i in (0, 1):  # each child's own port: the group's port + 1 + i
             assert get(f"http://127.0.0.1:{port + 1 + i}/readyz")[0] == 200
         figures = get(f"{group}/metrics")[1]
         assert figures.count("# TYPE bridge_changes_applied_total counter") == 1, figures  # one family
         assert re.search(r'bridge_changes_applied_total\{[^}]*process="1"', figures), figures
         assert 'bridge_ready{process="0"' in figures and 'bridge_ready{process="1"' in figures, figures
-        wait_for("the status file", status.exists, 15, log)  # child 0's, every 5 s
+        wait_until("the status file", status.exists, 15, log)  # child 0's, every 5 s
     finally:
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -185,10 +184,10 @@ def test_children_stop_when_the_parent_is_sigkilled(
     log = tmp_path / "apply.log"
     args = apply_args(moto_endpoint, unique, f"{amqp_url}?queue={unique}", trusted_dir(tmp_path), tmp_path)
     proc = start("bridge.cli.apply", [*args, "--processes", "2", "--status-file", str(tmp_path / "s.json")], log)
-    wait_for("two children", lambda: len(child_pids(log)) == 2, 30, log)
-    wait_for("the children to consume", lambda: log.read_text().count("applying to") == 2, 30, log)
+    wait_until("two children", lambda: len(child_pids(log)) == 2, 30, log)
+    wait_until("the children to consume", lambda: log.read_text().count("applying to") == 2, 30, log)
     proc.kill()
     proc.wait(10)
     for pid in child_pids(log).values():  # no orphaned consumers holding messages
-        wait_for(f"child {pid} to stop", lambda pid=pid: gone(pid), 20, log)
+        wait_until(f"child {pid} to stop", lambda pid=pid: gone(pid), 20, log)
     assert "supervising process" in log.read_text()

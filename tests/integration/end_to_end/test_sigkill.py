@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
 from bridge.plugin.manager import open_transport
 from tests import services
-from tests.helpers import no_failures_anywhere, start, wait_identical
+from tests.helpers import no_failures_anywhere, start, wait_identical, wait_until
 from tests.redis_server import delete_streams, redis_url
 
 KEYS = ("tenant", "user_id")
@@ -137,14 +136,6 @@ def describe(src: Any, dst: Any, table: str, keys: list[Any]) -> list[str]:
 
 def target_count(client: Any, table: str) -> int:
     return int(client.scan(TableName=table, Select="COUNT")["Count"])
-
-
-def wait_until(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def kill_and_restart(proc: subprocess.Popen[bytes], module: str, args: list[str], log: Path) -> Any:

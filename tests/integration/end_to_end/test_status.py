@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from bridge.demo.workload import Workload, create_table, run_op
 from bridge.envelope import keygen
 from bridge.errors import BehindError
-from tests.helpers import start, wait_identical
+from tests.helpers import start, wait_identical, wait_until
 
 KEYS = ("tenant", "user_id")
 
@@ -32,13 +31,6 @@ def status(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
     )
     assert result.returncode in (0, BehindError.exit_code), result.stdout + result.stderr
     return result.returncode, json.loads(result.stdout)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 @pytest.mark.rabbitmq
@@ -72,7 +64,7 @@ def test_status_shows_a_backlog_growing_while_the_applier_is_stopped_and_drained
             op = next(ops)
             run_op(src, unique, op)
         assert wait_identical(src, dst, unique, KEYS, timeout=120).identical, log.read_text()[-3000:]
-        wait_for(lambda: status(app_cfg)[0] == 0 and status(app_cfg)[1]["last_applied"] is not None, 30, "drained")
+        wait_until("drained", lambda: status(app_cfg)[0] == 0 and status(app_cfg)[1]["last_applied"] is not None, 30)
         code, report = status(app_cfg, "--max-depth", "0")
         assert code == 0 and report["queue"]["depth"] == 0 and report["retry"]["depth"] == 0
         assert report["parked"]["depth"] == 0
@@ -104,10 +96,10 @@ def test_status_shows_a_backlog_growing_while_the_applier_is_stopped_and_drained
         pub.send_signal(signal.SIGCONT)
         app.send_signal(signal.SIGCONT)
 
-        wait_for(lambda: status(app_cfg, "--max-depth", "0")[0] == 0, 120, "the backlog to drain")
+        wait_until("the backlog to drain", lambda: status(app_cfg, "--max-depth", "0")[0] == 0, 120)
         code, report = status(app_cfg, "--max-depth", "0")
         assert report["queue"]["depth"] == 0 and report["healthy"]
-        wait_for(lambda: status(pub_cfg, "--max-lag", "0")[0] == 0, 60, "the publisher to catch up")
+        wait_until("the publisher to catch up", lambda: status(pub_cfg, "--max-lag", "0")[0] == 0, 60)
         for cfg, first in ((app_cfg, f"applier of {unique}"), (pub_cfg, f"publisher of {unique}")):
             text = subprocess.run(
                 [sys.executable, "-m", "bridge.cli.admin", "status", "--config", str(cfg)],

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,15 +24,7 @@ import pytest
 
 from bridge.demo.workload import create_table
 from tests.deadletter_support import envelope, put, send, stored, trusted_dir
-from tests.helpers import no_failures_anywhere, start
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+from tests.helpers import no_failures_anywhere, start, wait_until
 
 
 def queue_messages(amqp_url: str, queue: str) -> int:
@@ -114,7 +105,7 @@ def test_target_table_deleted_mid_run_pauses_keeps_the_queue_and_resumes(
             url,
             [envelope([put(i, name={"S": "first"}) for i in range(n, n + 5)], eid=f"a{n}") for n in range(0, 20, 5)],
         )
-        wait_for("the first changes", lambda: names(client, unique) == expected(range(20), "first"), 60, log)
+        wait_until("the first changes", lambda: names(client, unique) == expected(range(20), "first"), 60, log)
 
         client.delete_table(TableName=unique)
         client.get_waiter("table_not_exists").wait(TableName=unique)
@@ -123,18 +114,18 @@ def test_target_table_deleted_mid_run_pauses_keeps_the_queue_and_resumes(
             for n in range(0, 40, 5)
         ]
         send(url, second)
-        wait_for("the pause", lambda: "apply paused" in log.read_text(), 60, log)
+        wait_until("the pause", lambda: "apply paused" in log.read_text(), 60, log)
         assert "ResourceNotFoundException" in log.read_text()
         assert queue_messages(amqp_url, unique) == len(second)
         # The first probe (5 s later) meets the cause in DescribeTable and says so in a second line;
         # after it, still nothing left the queue and the process is up.
-        wait_for("a probe", lambda: "apply paused for" in log.read_text(), 30, log)
+        wait_until("a probe", lambda: "apply paused for" in log.read_text(), 30, log)
         assert queue_messages(amqp_url, unique) == len(second)
         assert proc.poll() is None, log.read_text()[-3000:]
 
         create_table(client, unique, stream=False)
-        wait_for("the second changes", lambda: names(client, unique) == expected(range(40), "second"), 90, log)
-        wait_for("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
+        wait_until("the second changes", lambda: names(client, unique) == expected(range(40), "second"), 90, log)
+        wait_until("the queue to drain", lambda: queue_messages(amqp_url, unique) == 0, 30, log)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
@@ -204,9 +195,9 @@ def test_sigterm_while_the_broker_is_unreachable_exits_0_within_seconds(
     log = tmp_path / "apply.log"
     proc = start("bridge.cli.apply", apply_args(moto_endpoint, unique, url, trusted_dir(tmp_path), tmp_path), log)
     try:
-        wait_for("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
+        wait_until("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
         # several of core's attempts (0.2 s doubling up to 10 s) go by before the signal
-        wait_for("a few attempts", lambda: time.monotonic() > _noticed(log) + 3, 30, log)
+        wait_until("a few attempts", lambda: time.monotonic() > _noticed(log) + 3, 30, log)
     finally:
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -287,11 +278,11 @@ def test_a_broker_outage_logs_one_warning_when_it_starts_and_one_when_it_ends(
     log = tmp_path / "apply.log"
     proc = start("bridge.cli.apply", apply_args(moto_endpoint, unique, via_relay, trusted_dir(tmp_path), tmp_path), log)
     try:
-        wait_for("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
+        wait_until("the outage to be noticed", lambda: "unreachable since" in log.read_text(), 60, log)
         relay.open()
-        wait_for("the end of the outage", lambda: "reachable again" in log.read_text(), 60, log)
+        wait_until("the end of the outage", lambda: "reachable again" in log.read_text(), 60, log)
         send(f"{amqp_url}?queue={unique}", [envelope([put(1, name={"S": "after"})], eid="after")])
-        wait_for("the change", lambda: names(client, unique) == {1: "after"}, 60, log)
+        wait_until("the change", lambda: names(client, unique) == {1: "after"}, 60, log)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
